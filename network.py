@@ -1,0 +1,92 @@
+"""DCGAN generator and discriminator (Radford et al., 2015) for square images of 32 to 256 px."""
+import math
+
+import torch
+from torch import nn
+
+RESOLUTIONS = (32, 64, 96, 128, 256)
+MAX_WIDTH_MULT = 16  # caps the widest layer at 16*ngf so 256 px stays a reasonable size
+
+
+def _start_size(res):
+    """The side of the first feature map: 3 for 96 px (3*2^5), 4 for the powers of two."""
+    if res not in RESOLUTIONS:
+        raise ValueError(f"resolution {res} is not one of {RESOLUTIONS}")
+    return 3 if res == 96 else 4
+
+
+def _num_doublings(res):
+    return round(math.log2(res // _start_size(res)))
+
+
+def _widths(res, base):
+    """Channel counts from the smallest feature map to the largest, e.g. 64 px, base 64: 512, 256, 128, 64."""
+    n = _num_doublings(res)
+    return [base * min(2 ** (n - 1 - i), MAX_WIDTH_MULT) for i in range(n)]
+
+
+class Generator(nn.Module):
+    """z (nz) -> a start map of 4x4 (3x3 at 96 px) -> doubled by transposed convolutions -> RGB in [-1, 1]."""
+
+    def __init__(self, res=64, nz=100, ngf=64, act="relu"):
+        super().__init__()
+        if act not in ("relu", "leaky"):
+            raise ValueError(f"generator activation must be relu or leaky, not {act!r}")
+        self.res, self.nz = res, nz
+        widths = _widths(res, ngf)
+
+        def activation():
+            return nn.ReLU(inplace=True) if act == "relu" else nn.LeakyReLU(0.2, inplace=True)
+
+        k = _start_size(res)
+        layers = [nn.ConvTranspose2d(nz, widths[0], k, 1, 0, bias=False), nn.BatchNorm2d(widths[0]), activation()]
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), activation()]
+        layers += [nn.ConvTranspose2d(widths[-1], 3, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.main(z.reshape(z.shape[0], self.nz, 1, 1))
+
+
+class Discriminator(nn.Module):
+    """RGB -> halved by strided convolutions down to 4x4 (3x3 at 96 px) -> one logit per image.
+
+    norm: "batch" (DCGAN) or "none" (needed by losses such as WGAN-GP whose penalty is per sample).
+    No normalisation on the first layer, as in DCGAN.
+    """
+
+    def __init__(self, res=64, ndf=64, norm="batch"):
+        super().__init__()
+        if norm not in ("batch", "none"):
+            raise ValueError(f"discriminator norm must be batch or none, not {norm!r}")
+        self.res = res
+        widths = _widths(res, ndf)[::-1]
+        layers = [nn.Conv2d(3, widths[0], 4, 2, 1, bias=norm != "batch"), nn.LeakyReLU(0.2, inplace=True)]
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=norm != "batch")]
+            if norm == "batch":
+                layers += [nn.BatchNorm2d(c_out)]
+            layers += [nn.LeakyReLU(0.2, inplace=True)]
+        layers += [nn.Conv2d(widths[-1], 1, _start_size(res), 1, 0)]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.main(x).reshape(-1)
+
+
+def init_dcgan(model):
+    """DCGAN's init: conv weights ~ N(0, 0.02), BatchNorm weights ~ N(1, 0.02), every bias 0."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, 0.02)
+            nn.init.zeros_(module.bias)
+    return model
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())

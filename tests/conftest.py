@@ -1,0 +1,40 @@
+"""Shared test helpers: run a script as a user would, and a tiny trained checkpoint."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+# A model small enough to train a few iterations in about a second on a CPU.
+TINY = ["--res", "32", "--ngf", "8", "--ndf", "8", "--batch-size", "16", "--toy-size", "128",
+        "--recal-samples", "64", "--workers", "0", "--log-every", "1", "--device", "cpu"]
+
+
+def run_script(script, *args, cwd, check=True, timeout=300):
+    """Run `python <script> args` in `cwd` (where outputs/ and checkpoints/ land); returns CompletedProcess."""
+    result = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} {args} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def assert_one_line_error(result, *words):
+    """Exit status 2, a single `error:` line on stderr naming the problem, and no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny toy-face run trained for 6 iterations: (working dir, checkpoint path)."""
+    cwd = tmp_path_factory.mktemp("tiny")
+    run_script("train.py", *TINY, "--max-steps", "6", "--run", "tiny", cwd=cwd)
+    return cwd, cwd / "checkpoints" / "tiny" / "latest.pt"

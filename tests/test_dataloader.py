@@ -1,0 +1,56 @@
+import json
+
+import numpy as np
+import torch
+
+import dataloader
+from dataloader import epoch_batches, open_dataset, to_model_input, toyfaces
+
+
+def test_toyfaces_depend_only_on_seed_and_index():
+    batch, attrs = toyfaces([5, 6, 7], 64, seed=3)
+    alone, _ = toyfaces([6], 64, seed=3)
+    assert batch.dtype == np.uint8 and batch.shape == (3, 64, 64, 3)
+    assert np.array_equal(batch[1], alone[0])
+    assert not np.array_equal(toyfaces([6], 64, seed=4)[0], alone)
+    assert set(attrs) == set(dataloader.TOY_ATTRIBUTES)
+
+
+def test_toyfaces_vary_and_attributes_show():
+    images, attrs = toyfaces(range(400), 64)
+    assert images.std(axis=0).mean() > 20  # faces differ from each other
+    for name, values in attrs.items():
+        assert 0.15 < values.mean() < 0.7, name  # every attribute occurs, and not everywhere
+    # Smiling faces show teeth: more near-white pixels in the mouth region than the others.
+    mouth = images[:, 40:52, 20:44].astype(float)
+    white = (mouth.min(axis=3) > 225).mean(axis=(1, 2))
+    assert white[attrs["smile"] == 1].mean() > 3 * white[attrs["smile"] == 0].mean()
+    # Blond faces are brighter at the top of the head than dark-haired ones on average.
+    hair_rows = images[:, 4:14, 24:40].mean(axis=(1, 2, 3))
+    assert hair_rows[attrs["blond"] == 1].mean() > hair_rows[attrs["blond"] == 0].mean() + 20
+
+
+def test_packed_dataset_round_trip(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    (tmp_path / "dataset.json").write_text(json.dumps({"count": 10, "res": 32}))
+    dataset = open_dataset(str(tmp_path), 32)
+    batch, skipped = dataset[[7, 2]]
+    assert skipped == 0 and torch.equal(batch, torch.from_numpy(images[[2, 7]]))
+
+
+def test_epoch_batches_cover_the_data_once_and_repeat_per_seed():
+    batches = epoch_batches(100, 16, seed=1, epoch=0)
+    flat = [i for b in batches for i in b]
+    assert len(batches) == 6 and len(set(flat)) == 96  # the last partial batch is dropped
+    assert batches == epoch_batches(100, 16, seed=1, epoch=0)
+    assert batches != epoch_batches(100, 16, seed=1, epoch=1)
+
+
+def test_model_input_scaling_and_flip():
+    batch = torch.from_numpy(toyfaces([0, 1], 32)[0])
+    x = to_model_input(batch, "cpu")
+    assert x.shape == (2, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    assert torch.allclose(x[0, :, 0, 0], batch[0, 0, 0].float() / 127.5 - 1)
+    flipped = to_model_input(batch, "cpu", torch.tensor([True, False]))
+    assert torch.equal(flipped[0], x[0].flip(2)) and torch.equal(flipped[1], x[1])

@@ -1,0 +1,427 @@
+"""Train a DCGAN on faces: alternating Adam updates of D and G, checkpoints, sample grids and loss plots.
+
+    python train.py --config configs/demo.toml                  # built-in toy faces, minutes on a CPU
+    python train.py --epochs 25 --res 128 --data data/celeba128  # a dataset made by preprocess.py
+    python train.py --config configs/celeba64.toml --resume auto # continue the newest celeba64 run exactly
+
+Every key of a config file is also a flag (lr_g <-> --lr-g); the command line wins.
+"""
+import argparse
+import copy
+import csv
+import json
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import dataloader
+from cli import UserError, atomic_path, parse_with_config, resolve_device, run
+from generate import ARCHITECTURE_KEYS, generator_from_config, grid_image, load_checkpoint, render, save_png
+from network import RESOLUTIONS, Discriminator, Generator, init_dcgan
+
+DEFAULTS = {
+    "config": None,
+    "data": dataloader.TOYFACES, "toy_size": 20000, "res": 64, "flip": False, "workers": 2,
+    "nz": 100, "ngf": 64, "ndf": 64, "g_act": "relu", "d_norm": "batch", "init": "dcgan",
+    "epochs": 25, "batch_size": 128, "max_steps": 0, "d_steps": 1, "g_steps": 1,
+    "optim": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
+    "seed": 0, "device": "auto", "run": "", "resume": "",
+    "log_every": 10, "ckpt_minutes": 10.0, "ckpt_every": 5, "recal_samples": 4096,
+}
+D_ARCHITECTURE_KEYS = ("ndf", "d_norm")
+METRICS = ("loss_d", "loss_g", "d_real", "d_fake")  # summed on the device, averaged per log line
+GRID_SIZE = 64  # the fixed noise: an 8x8 grid every epoch
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = p.add_argument
+    add("--config", help="TOML file from configs/; flags given here override its keys")
+    add("--data", help="toyfaces (default), a dataset made by preprocess.py, or a folder of images")
+    add("--toy-size", type=int, help="number of toy faces in one epoch (default 20000)")
+    add("--res", type=int, choices=RESOLUTIONS, help="image size in pixels (default 64)")
+    add("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips, done on the device")
+    add("--workers", type=int, help="data loading processes (default 2; 0 loads in the training process)")
+    add("--nz", type=int, help="latent size (default 100)")
+    add("--ngf", type=int, help="generator width: channels of its last hidden layer (default 64)")
+    add("--ndf", type=int, help="discriminator width: channels of its first layer (default 64)")
+    add("--g-act", choices=("relu", "leaky"), help="generator activation (default relu)")
+    add("--d-norm", choices=("batch", "none"), help="discriminator normalisation (default batch)")
+    add("--init", choices=("dcgan", "default"), help="DCGAN's N(0, 0.02) init or PyTorch's default")
+    add("--epochs", type=int, help="passes over the data (default 25)")
+    add("--batch-size", type=int, help="images per D update (default 128)")
+    add("--max-steps", type=int, help="stop after this many iterations (0: no limit; for smoke tests)")
+    add("--d-steps", type=int, help="D updates per iteration, each on a new real batch (default 1)")
+    add("--g-steps", type=int, help="G updates per iteration (default 1; the anime recipe uses 5)")
+    add("--optim", choices=("adam", "sgd", "rmsprop"), help="optimiser for both nets (default adam)")
+    add("--lr-g", type=float, help="generator learning rate (default 2e-4)")
+    add("--lr-d", type=float, help="discriminator learning rate (default 2e-4)")
+    add("--beta1", type=float, help="Adam beta1 (default 0.5, as in DCGAN); SGD momentum, RMSprop alpha unused")
+    add("--beta2", type=float, help="Adam beta2 (default 0.999)")
+    add("--seed", type=int, help="seed for weights, data order, noise (default 0)")
+    add("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    add("--run", help="run name: outputs/<run>/ and checkpoints/<run>/ (default: config name, res and time)")
+    add("--resume", help="auto (the newest run of this name or config) or a checkpoint path")
+    add("--log-every", type=int, help="iterations per metrics.csv line and progress update (default 10)")
+    add("--ckpt-minutes", type=float, help="also rewrite latest.pt this often (default 10)")
+    add("--ckpt-every", type=int, help="keep epoch_NNN.pt every this many epochs (default 5; 0: never)")
+    add("--recal-samples", type=int, help="noise samples to recalibrate G's BatchNorm for eval (default 4096)")
+    return p
+
+
+def check_settings(cfg):
+    positive = ("toy_size", "nz", "ngf", "ndf", "epochs", "batch_size", "d_steps", "g_steps", "log_every",
+                "recal_samples")
+    for key in positive:
+        if cfg[key] < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be at least 1, not {cfg[key]}")
+    for key in ("lr_g", "lr_d", "ckpt_minutes"):
+        if cfg[key] <= 0:
+            raise UserError(f"--{key.replace('_', '-')} must be positive, not {cfg[key]}")
+    if cfg["workers"] < 0 or cfg["max_steps"] < 0 or cfg["ckpt_every"] < 0:
+        raise UserError("--workers, --max-steps and --ckpt-every cannot be negative")
+
+
+def default_run_name(cfg):
+    stem = Path(cfg["config"]).stem if cfg["config"] else Path(str(cfg["data"])).name
+    return f"{stem}-{cfg['res']}px-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+def make_models(cfg, device):
+    torch.manual_seed(cfg["seed"])  # the initial weights are part of what a seed reproduces
+    G = Generator(cfg["res"], cfg["nz"], cfg["ngf"], cfg["g_act"])
+    D = Discriminator(cfg["res"], cfg["ndf"], cfg["d_norm"])
+    if cfg["init"] == "dcgan":
+        init_dcgan(G)
+        init_dcgan(D)
+    return G.to(device), D.to(device)
+
+
+def make_optimizer(params, cfg, lr):
+    if cfg["optim"] == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(cfg["beta1"], cfg["beta2"]))
+    if cfg["optim"] == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg["beta1"])
+
+
+@torch.no_grad()
+def recalibrated_copy(G, samples, nz, device, batch_size=256):
+    """A copy of G whose BatchNorm running statistics are the exact averages over `samples` noise vectors.
+
+    Training-mode BatchNorm normalises with each batch's statistics; the running averages it keeps lag
+    behind weights that move every step, so eval-mode samples drawn with them are often washed out or
+    broken. Re-estimating them on the final weights makes eval mode match training mode, and lets each
+    sample be drawn on its own. The noise comes from a fixed seed, so the copy depends on G alone.
+    """
+    G_eval = copy.deepcopy(G).train()
+    for module in G_eval.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average over all the batches below
+    generator = torch.Generator().manual_seed(0)
+    for start in range(0, samples, batch_size):
+        G_eval(torch.randn(min(batch_size, samples - start), nz, generator=generator).to(device))
+    for module in G_eval.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1
+    return G_eval.eval()
+
+
+# ---------------------------------------------------------------------------------------------- one iteration
+
+def bce_losses(real_logits, fake_logits):
+    """DCGAN's D loss and the non-saturating G loss, from logits (stable BCE; no Sigmoid in D)."""
+    loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return loss_real + loss_fake
+
+
+def g_loss(fake_logits):
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise):
+    """d_steps D updates (one real batch each), then g_steps G updates; returns the METRICS as a tensor.
+
+    The first G update reuses the last fake batch D saw, as the DCGAN reference does, saving a G forward.
+    Nothing here reads values back to the host, so the GPU never waits for Python.
+    """
+    batch = cfg["batch_size"]
+    for real in real_batches:
+        fake = G(noise(batch))
+        real_logits, fake_logits = D(real), D(fake.detach())
+        loss_d = bce_losses(real_logits, fake_logits)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+    for g_step in range(cfg["g_steps"]):
+        if g_step:
+            fake = G(noise(batch))
+        loss_g = g_loss(D(fake))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+    return torch.stack([loss_d.detach(), loss_g.detach(),
+                        torch.sigmoid(real_logits.detach()).mean(), torch.sigmoid(fake_logits.detach()).mean()])
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+def rng_states(noise_generator):
+    """The random state a run draws from: noise and flips come from one generator, the data order from
+    (seed, epoch), the recalibration noise from a fixed seed; torch's global state seeds loader workers."""
+    return {"torch": torch.get_rng_state(), "noise": noise_generator.get_state()}
+
+
+def set_rng_states(states, noise_generator):
+    torch.set_rng_state(states["torch"])
+    noise_generator.set_state(states["noise"].cpu())
+
+
+def save_checkpoint(path, state):
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def write_json(path, data):
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+class MetricsLog:
+    """metrics.csv, one line per --log-every iterations; on resume, lines past the checkpoint are dropped."""
+
+    COLUMNS = ("step", "epoch") + METRICS + ("images_per_s", "elapsed_s")
+
+    def __init__(self, path, resume_step=None):
+        self.path = path
+        rows = []
+        if resume_step is not None and path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with atomic_path(path) as tmp:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, self.COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+        self.elapsed = float(rows[-1]["elapsed_s"]) if rows else 0.0
+
+    def append(self, row):
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.COLUMNS).writerow(row)
+
+    def read(self):
+        with self.path.open() as f:
+            return list(csv.DictReader(f))
+
+
+def plot_losses(rows, path):
+    """D and G loss per step, raw (faint) and smoothed, as loss.png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([int(r["step"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    for key, label, colour in (("loss_d", "D loss", "tab:blue"), ("loss_g", "G loss", "tab:orange")):
+        values = np.array([float(r[key]) for r in rows])
+        smooth = np.copy(values)
+        for i in range(1, len(values)):
+            smooth[i] = 0.9 * smooth[i - 1] + 0.1 * values[i]
+        ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
+        ax.plot(steps, smooth, color=colour, label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def find_resume_checkpoint(resume, cfg, given):
+    """--resume auto|PATH -> a checkpoint path, or a UserError that says what is there to resume."""
+    if resume != "auto":
+        return Path(resume)
+    if "run" in given:
+        candidates = [Path("checkpoints") / cfg["run"] / "latest.pt"]
+    else:  # the newest run made from the same config (or data) at the same resolution
+        prefix = default_run_name(cfg).rsplit("-", 2)[0] + "-"
+        candidates = sorted(Path("checkpoints").glob(f"{prefix}*/latest.pt"), key=lambda p: p.stat().st_mtime)
+    existing = [p for p in candidates if p.is_file()]
+    if not existing:
+        raise UserError("--resume auto found no checkpoints/<run>/latest.pt for this run: start without "
+                        "--resume, or name the run with --run or the file with --resume PATH")
+    return existing[-1]
+
+
+def settings_from_checkpoint(ckpt, path, cfg, given):
+    """The checkpoint's config, with flags given now applied where they do not change the networks."""
+    saved = ckpt["config"]
+    for key in ARCHITECTURE_KEYS + D_ARCHITECTURE_KEYS:
+        if key in given and cfg[key] != saved[key]:
+            raise UserError(f"{path} was trained with {key}={saved[key]} but --{key.replace('_', '-')} "
+                            f"{cfg[key]} was asked: drop the flag to resume, or start a new run")
+    return {**saved, **{key: cfg[key] for key in given if key not in ("resume", "config")}, "resume": ""}
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+class StopRequest:
+    """Ctrl-C / SIGTERM set a flag; the loop saves latest.pt at the end of the iteration and stops."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGINT, self.handle)
+        signal.signal(signal.SIGTERM, self.handle)
+
+    def handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C means now
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+def main(argv=None):
+    cfg, given = parse_with_config(build_parser(), DEFAULTS, argv)
+    check_settings(cfg)
+    ckpt, resume_path = None, None
+    if cfg["resume"]:
+        resume_path = find_resume_checkpoint(cfg["resume"], cfg, given)
+        ckpt = load_checkpoint(resume_path)
+        if "opt_d" not in ckpt:
+            raise UserError(f"{resume_path} holds no optimiser state (not a training checkpoint): resume "
+                            "from latest.pt or an epoch_NNN.pt")
+        cfg = settings_from_checkpoint(ckpt, resume_path, cfg, given)
+    cfg["run"] = cfg["run"] or default_run_name(cfg)
+    device = resolve_device(cfg["device"])
+    dataset = dataloader.open_dataset(cfg["data"], cfg["res"], cfg["seed"], cfg["toy_size"])
+    per_iteration = cfg["batch_size"] * cfg["d_steps"]
+    if len(dataset) < per_iteration:
+        raise UserError(f"{dataset.description}: fewer images than one iteration needs ({per_iteration}); "
+                        "lower --batch-size or --d-steps")
+    if cfg["data"] == dataloader.TOYFACES:
+        print("no --data given: training on the built-in toy faces (pass --data for real images)")
+    out_dir, ckpt_dir = Path("outputs") / cfg["run"], Path("checkpoints") / cfg["run"]
+    if ckpt is None and (ckpt_dir / "latest.pt").exists():
+        raise UserError(f"run {cfg['run']} already exists: continue it with --resume auto --run {cfg['run']}, "
+                        "or pick another --run")
+    (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "config.json", cfg)
+
+    G, D = make_models(cfg, device)
+    opt_g = make_optimizer(G.parameters(), cfg, cfg["lr_g"])
+    opt_d = make_optimizer(D.parameters(), cfg, cfg["lr_d"])
+    noise_generator = torch.Generator(device).manual_seed(cfg["seed"])
+    fixed_noise = torch.randn(GRID_SIZE, cfg["nz"], generator=torch.Generator().manual_seed(cfg["seed"] + 1))
+    epoch, batch_in_epoch, step = 0, 0, 0
+    if ckpt is not None:
+        G.load_state_dict(ckpt["G"])
+        D.load_state_dict(ckpt["D"])
+        opt_g.load_state_dict(ckpt["opt_g"])
+        opt_d.load_state_dict(ckpt["opt_d"])
+        epoch, batch_in_epoch, step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
+        fixed_noise = ckpt["fixed_noise"]
+        set_rng_states(ckpt["rng"], noise_generator)
+        print(f"resuming {resume_path} at epoch {epoch + 1}, iteration {step}")
+    log = MetricsLog(out_dir / "metrics.csv", resume_step=step if ckpt is not None else None)
+    print(f"{dataset.description}; run {cfg['run']} on {device}; outputs in {out_dir}/, checkpoints in {ckpt_dir}/")
+
+    def noise(n):
+        return torch.randn(n, cfg["nz"], generator=noise_generator, device=device)
+
+    def checkpoint_state():
+        return {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "G_eval": recalibrated_copy(G, cfg["recal_samples"], cfg["nz"], device).state_dict(),
+                "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step, "fixed_noise": fixed_noise,
+                "rng": rng_states(noise_generator), "log_window": window, "config": cfg}
+
+    stop = StopRequest()
+    window = ckpt["log_window"].to(device) if ckpt is not None else torch.zeros(len(METRICS) + 1, device=device)
+    window_images, window_start = 0, time.perf_counter()
+    last_save, skipped = time.monotonic(), 0
+    while epoch < cfg["epochs"] and not stop.requested:
+        batches = dataloader.epoch_batches(len(dataset), cfg["batch_size"], cfg["seed"], epoch)
+        epoch_end = len(batches) // cfg["d_steps"] * cfg["d_steps"]  # a last partial group is dropped
+        loader = iter(dataloader.batch_loader(dataset, batches[batch_in_epoch:epoch_end], cfg["workers"]))
+        bar = tqdm(total=epoch_end // cfg["d_steps"], initial=batch_in_epoch // cfg["d_steps"],
+                   desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="it", dynamic_ncols=True, leave=False)
+        while batch_in_epoch < epoch_end:
+            real_batches = []
+            for _ in range(cfg["d_steps"]):
+                images, bad = next(loader)
+                skipped += bad
+                if len(images):
+                    flip = torch.rand(len(images), generator=noise_generator, device=device) < 0.5 \
+                        if cfg["flip"] else None
+                    real_batches.append(dataloader.to_model_input(images, device, flip))
+            batch_in_epoch += cfg["d_steps"]
+            step += 1
+            bar.update(1)
+            if real_batches:
+                window += torch.cat([train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise),
+                                     window.new_ones(1)])  # the last slot counts the iterations summed
+                window_images += sum(len(r) for r in real_batches)
+            if step % cfg["log_every"] == 0 or batch_in_epoch == epoch_end:
+                values = checked_means(window, step, ckpt_dir)
+                now = time.perf_counter()
+                log.elapsed += now - window_start
+                rate = window_images / (now - window_start)
+                log.append({"step": step, "epoch": epoch + 1, **dict(zip(METRICS, values)),
+                            "images_per_s": f"{rate:.1f}", "elapsed_s": f"{log.elapsed:.2f}"})
+                bar.set_postfix(loss_d=f"{values[0]:.3f}", loss_g=f"{values[1]:.3f}", img_s=f"{rate:.0f}")
+                window.zero_()
+                window_images, window_start = 0, now
+            if stop.requested or step == cfg["max_steps"] or time.monotonic() - last_save > cfg["ckpt_minutes"] * 60:
+                break
+        bar.close()
+        checked_means(window, step, ckpt_dir)  # never save weights that went non-finite since the last line
+        finished_epoch = batch_in_epoch == epoch_end
+        if finished_epoch:
+            epoch, batch_in_epoch = epoch + 1, 0
+        names = ["latest.pt"]
+        if finished_epoch and cfg["ckpt_every"] and epoch % cfg["ckpt_every"] == 0:
+            names.append(f"epoch_{epoch:03d}.pt")
+        state = checkpoint_state()
+        for name in names:
+            save_checkpoint(ckpt_dir / name, state)
+        last_save = time.monotonic()
+        if finished_epoch or stop.requested or step == cfg["max_steps"]:
+            G_eval = generator_from_config(cfg).to(device)
+            G_eval.load_state_dict(state["G_eval"])
+            grid_name = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:06d}.png"
+            save_png(grid_image(render(G_eval.eval(), fixed_noise, device)), out_dir / "samples" / grid_name)
+            plot_losses(log.read(), out_dir / "loss.png")
+            tqdm.write(f"iteration {step}, epoch {epoch if finished_epoch else epoch + 1}: saved "
+                       f"{ckpt_dir}/latest.pt and {out_dir}/samples/{grid_name}")
+        if step == cfg["max_steps"]:
+            break
+    if skipped:
+        print(f"skipped {skipped} images that could not be decoded")
+    if stop.requested:
+        print(f"stopped at iteration {step}; continue with: python train.py --resume auto --run {cfg['run']}")
+    else:
+        print(f"done: {step} iterations; samples in {out_dir}/samples/, checkpoint {ckpt_dir}/latest.pt")
+
+
+def checked_means(window, step, ckpt_dir):
+    """The window's averaged metrics, or a one-line stop if any went non-finite (latest.pt stays good)."""
+    sums = window.tolist()  # the one host sync per log line
+    values = [v / max(sums[-1], 1) for v in sums[:-1]]
+    if not all(np.isfinite(values)):
+        raise UserError(f"the loss became non-finite by iteration {step}: lower --lr-d/--lr-g or check the "
+                        f"data; {ckpt_dir}/latest.pt is the last good state")
+    return values
+
+
+if __name__ == "__main__":
+    run(main)
