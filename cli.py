@@ -1,4 +1,5 @@
 """Conventions shared by every script: one-line errors, --device, --config files, atomic writes."""
+import argparse
 import contextlib
 import os
 import sys
@@ -10,6 +11,17 @@ import torch
 
 class UserError(Exception):
     """Bad input from the user: reported as one line, exit status 2, no traceback."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors as one line (not the whole usage block), exit status 2."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(**kwargs)
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def run(main):

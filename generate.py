@@ -4,14 +4,13 @@
     python generate.py --ckpt ... --seed 100 --n 16 --individual        # 16 PNGs, seeds 100..115
     python generate.py --ckpt ... --interp 5                            # a loop through 5 seeds
 """
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from cli import UserError, atomic_path, resolve_device, run
+from cli import ArgumentParser, UserError, atomic_path, resolve_device, run
 from network import Generator
 
 INTERP_FRAMES = 12  # frames between two seeds
@@ -106,7 +105,7 @@ def default_output(ckpt_path, name):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (latest.pt, epoch_NNN.pt)")
     p.add_argument("--n", type=int, default=64, help="how many faces (default 64, an 8x8 grid)")
     p.add_argument("--seed", type=int, default=0, help="first seed; face i uses seed+i (default 0)")

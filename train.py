@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import dataloader
-from cli import UserError, atomic_path, parse_with_config, resolve_device, run
+from cli import ArgumentParser, UserError, atomic_path, parse_with_config, resolve_device, run
 from generate import ARCHITECTURE_KEYS, generator_from_config, grid_image, load_checkpoint, render, save_png
 from network import RESOLUTIONS, Discriminator, Generator, init_dcgan
 
@@ -40,7 +40,7 @@ GRID_SIZE = 64  # the fixed noise: an 8x8 grid every epoch
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     add = p.add_argument
     add("--config", help="TOML file from configs/; flags given here override its keys")
     add("--data", help="toyfaces (default), a dataset made by preprocess.py, or a folder of images")

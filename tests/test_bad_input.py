@@ -62,3 +62,4 @@ def test_bad_flags(tmp_path):
     assert_one_line_error(train(tmp_path, "--batch-size", "0"), "--batch-size")
     assert_one_line_error(train(tmp_path, "--device", "tpu"), "--device")
     assert_one_line_error(train(tmp_path, "--toy-size", "8"), "fewer images")
+    assert_one_line_error(train(tmp_path, "--res", "48"), "--res")  # argparse's own errors are one line too
