@@ -3,8 +3,11 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrize import is_parametrized
 
 RESOLUTIONS = (32, 64, 96, 128, 256)
+D_NORMS = ("batch", "none", "spectral")
 MAX_WIDTH_MULT = 16  # caps the widest layer at 16*ngf so 256 px stays a reasonable size
 
 
@@ -52,14 +55,15 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """RGB -> halved by strided convolutions down to 4x4 (3x3 at 96 px) -> one logit per image.
 
-    norm: "batch" (DCGAN) or "none" (needed by losses such as WGAN-GP whose penalty is per sample).
-    No normalisation on the first layer, as in DCGAN.
+    norm: "batch" (DCGAN), "none" (WGAN-GP's penalty is per sample, which BatchNorm would mix), or
+    "spectral" (every layer's weight divided by its largest singular value: a 1-Lipschitz D without
+    batch statistics). No BatchNorm on the first layer, as in DCGAN.
     """
 
     def __init__(self, res=64, ndf=64, norm="batch"):
         super().__init__()
-        if norm not in ("batch", "none"):
-            raise ValueError(f"discriminator norm must be batch or none, not {norm!r}")
+        if norm not in D_NORMS:
+            raise ValueError(f"discriminator norm must be one of {D_NORMS}, not {norm!r}")
         self.res = res
         widths = _widths(res, ndf)[::-1]
         layers = [nn.Conv2d(3, widths[0], 4, 2, 1, bias=norm != "batch"), nn.LeakyReLU(0.2, inplace=True)]
@@ -69,6 +73,8 @@ class Discriminator(nn.Module):
                 layers += [nn.BatchNorm2d(c_out)]
             layers += [nn.LeakyReLU(0.2, inplace=True)]
         layers += [nn.Conv2d(widths[-1], 1, _start_size(res), 1, 0)]
+        if norm == "spectral":
+            layers = [spectral_norm(m) if isinstance(m, nn.Conv2d) else m for m in layers]
         self.main = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -79,7 +85,9 @@ def init_dcgan(model):
     """DCGAN's init: conv weights ~ N(0, 0.02), BatchNorm weights ~ N(1, 0.02), every bias 0."""
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(module.weight, 0.0, 0.02)
+            # Under spectral norm the stored weight is `original`; `weight` is computed from it.
+            weight = module.parametrizations.weight.original if is_parametrized(module, "weight") else module.weight
+            nn.init.normal_(weight, 0.0, 0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.BatchNorm2d):

@@ -23,7 +23,9 @@ from tqdm import tqdm
 import dataloader
 from cli import ArgumentParser, UserError, atomic_path, parse_with_config, resolve_device, run
 from generate import ARCHITECTURE_KEYS, generator_from_config, grid_image, load_checkpoint, render, save_png
-from network import RESOLUTIONS, Discriminator, Generator, init_dcgan
+import diffaug
+import losses
+from network import D_NORMS, RESOLUTIONS, Discriminator, Generator, init_dcgan
 
 DEFAULTS = {
     "config": None,
@@ -31,6 +33,7 @@ DEFAULTS = {
     "nz": 100, "ngf": 64, "ndf": 64, "g_act": "relu", "d_norm": "batch", "init": "dcgan",
     "epochs": 25, "batch_size": 128, "max_steps": 0, "d_steps": 1, "g_steps": 1,
     "optim": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
+    "loss": "bce", "g_loss": "nonsaturating", "clip": 0.01, "gp_weight": 10.0, "ema": 0.0, "diffaug": "",
     "seed": 0, "device": "auto", "run": "", "resume": "",
     "log_every": 10, "ckpt_minutes": 10.0, "ckpt_every": 5, "recal_samples": 4096,
 }
@@ -52,7 +55,7 @@ def build_parser():
     add("--ngf", type=int, help="generator width: channels of its last hidden layer (default 64)")
     add("--ndf", type=int, help="discriminator width: channels of its first layer (default 64)")
     add("--g-act", choices=("relu", "leaky"), help="generator activation (default relu)")
-    add("--d-norm", choices=("batch", "none"), help="discriminator normalisation (default batch)")
+    add("--d-norm", choices=D_NORMS, help="discriminator normalisation: batch (default), none, spectral")
     add("--init", choices=("dcgan", "default"), help="DCGAN's N(0, 0.02) init or PyTorch's default")
     add("--epochs", type=int, help="passes over the data (default 25)")
     add("--batch-size", type=int, help="images per D update (default 128)")
@@ -64,6 +67,12 @@ def build_parser():
     add("--lr-d", type=float, help="discriminator learning rate (default 2e-4)")
     add("--beta1", type=float, help="Adam beta1 (default 0.5, as in DCGAN); SGD momentum, RMSprop alpha unused")
     add("--beta2", type=float, help="Adam beta2 (default 0.999)")
+    add("--loss", choices=losses.LOSSES, help="bce (DCGAN, default), hinge, wgan (weight clipping), wgan-gp")
+    add("--g-loss", choices=losses.G_LOSSES, help="with bce: nonsaturating (default) or the original saturating")
+    add("--clip", type=float, help="wgan: clip every critic weight to [-clip, clip] (default 0.01)")
+    add("--gp-weight", type=float, help="wgan-gp: weight of the gradient penalty (default 10)")
+    add("--ema", type=float, help="keep an EMA of G with this decay, e.g. 0.999, and sample from it (0: off)")
+    add("--diffaug", help="differentiable augmentation before D: any of color,translation,cutout")
     add("--seed", type=int, help="seed for weights, data order, noise (default 0)")
     add("--device", help="auto | cpu | cuda | cuda:N (default auto)")
     add("--run", help="run name: outputs/<run>/ and checkpoints/<run>/ (default: config name, res and time)")
@@ -86,6 +95,15 @@ def check_settings(cfg):
             raise UserError(f"--{key.replace('_', '-')} must be positive, not {cfg[key]}")
     if cfg["workers"] < 0 or cfg["max_steps"] < 0 or cfg["ckpt_every"] < 0:
         raise UserError("--workers, --max-steps and --ckpt-every cannot be negative")
+    if not 0 <= cfg["ema"] < 1:
+        raise UserError(f"--ema is a decay in [0, 1), e.g. 0.999, not {cfg['ema']}")
+    if cfg["loss"] == "wgan-gp" and cfg["d_norm"] == "batch":
+        raise UserError("WGAN-GP penalises each sample's gradient, which BatchNorm in D mixes across the batch: "
+                        "add --d-norm none (or spectral)")
+    try:
+        diffaug.parse_policy(cfg["diffaug"])
+    except ValueError as err:
+        raise UserError(f"--diffaug: {err}") from None
 
 
 def default_run_name(cfg):
@@ -138,40 +156,46 @@ def recalibrated_copy(G, samples, nz, device, batch_size=256):
 
 # ---------------------------------------------------------------------------------------------- one iteration
 
-def bce_losses(real_logits, fake_logits):
-    """DCGAN's D loss and the non-saturating G loss, from logits (stable BCE; no Sigmoid in D)."""
-    loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-    loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    return loss_real + loss_fake
-
-
-def g_loss(fake_logits):
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-
-
-def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise):
+def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None):
     """d_steps D updates (one real batch each), then g_steps G updates; returns the METRICS as a tensor.
 
     The first G update reuses the last fake batch D saw, as the DCGAN reference does, saving a G forward.
     Nothing here reads values back to the host, so the GPU never waits for Python.
     """
-    batch = cfg["batch_size"]
+    batch, policy = cfg["batch_size"], diffaug.parse_policy(cfg["diffaug"])
+
+    def critic(x):
+        return D(diffaug.augment(x, policy, generator) if policy else x)
+
     for real in real_batches:
         fake = G(noise(batch))
-        real_logits, fake_logits = D(real), D(fake.detach())
-        loss_d = bce_losses(real_logits, fake_logits)
+        real_logits, fake_logits = critic(real), critic(fake.detach())
+        loss_d = losses.d_loss(cfg["loss"], real_logits, fake_logits)
+        if cfg["loss"] == "wgan-gp":
+            loss_d = loss_d + cfg["gp_weight"] * losses.gradient_penalty(D, real, fake[:len(real)], generator)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
+        if cfg["loss"] == "wgan":
+            losses.clip_weights(D, cfg["clip"])
     for g_step in range(cfg["g_steps"]):
         if g_step:
             fake = G(noise(batch))
-        loss_g = g_loss(D(fake))
+        loss_g = losses.g_loss(cfg["loss"], critic(fake), cfg["g_loss"])
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
+    # D(x), D(G(z)): probabilities for bce; the raw critic scores for the other losses
+    score = torch.sigmoid if cfg["loss"] == "bce" else torch.as_tensor
     return torch.stack([loss_d.detach(), loss_g.detach(),
-                        torch.sigmoid(real_logits.detach()).mean(), torch.sigmoid(fake_logits.detach()).mean()])
+                        score(real_logits.detach()).mean(), score(fake_logits.detach()).mean()])
+
+
+@torch.no_grad()
+def update_ema(G_ema, G, decay):
+    """G_ema <- decay * G_ema + (1 - decay) * G; BatchNorm statistics are re-estimated when sampling."""
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.lerp_(p, 1 - decay)
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -272,7 +296,7 @@ def settings_from_checkpoint(ckpt, path, cfg, given):
         if key in given and cfg[key] != saved[key]:
             raise UserError(f"{path} was trained with {key}={saved[key]} but --{key.replace('_', '-')} "
                             f"{cfg[key]} was asked: drop the flag to resume, or start a new run")
-    return {**saved, **{key: cfg[key] for key in given if key not in ("resume", "config")}, "resume": ""}
+    return {**DEFAULTS, **saved, **{key: cfg[key] for key in given if key not in ("resume", "config")}, "resume": ""}
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -319,6 +343,7 @@ def main(argv=None):
     write_json(out_dir / "config.json", cfg)
 
     G, D = make_models(cfg, device)
+    G_ema = copy.deepcopy(G) if cfg["ema"] else None  # the averaged G that grids and checkpoints sample
     opt_g = make_optimizer(G.parameters(), cfg, cfg["lr_g"])
     opt_d = make_optimizer(D.parameters(), cfg, cfg["lr_d"])
     noise_generator = torch.Generator(device).manual_seed(cfg["seed"])
@@ -327,6 +352,8 @@ def main(argv=None):
     if ckpt is not None:
         G.load_state_dict(ckpt["G"])
         D.load_state_dict(ckpt["D"])
+        if G_ema is not None:
+            G_ema.load_state_dict(ckpt["G_ema"])
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
         epoch, batch_in_epoch, step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
@@ -340,10 +367,14 @@ def main(argv=None):
         return torch.randn(n, cfg["nz"], generator=noise_generator, device=device)
 
     def checkpoint_state():
-        return {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "G_eval": recalibrated_copy(G, cfg["recal_samples"], cfg["nz"], device).state_dict(),
-                "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step, "fixed_noise": fixed_noise,
-                "rng": rng_states(noise_generator), "log_window": window, "config": cfg}
+        sampler = G_ema if G_ema is not None else G
+        state = {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                 "G_eval": recalibrated_copy(sampler, cfg["recal_samples"], cfg["nz"], device).state_dict(),
+                 "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step, "fixed_noise": fixed_noise,
+                 "rng": rng_states(noise_generator), "log_window": window, "config": cfg}
+        if G_ema is not None:
+            state["G_ema"] = G_ema.state_dict()
+        return state
 
     stop = StopRequest()
     window = ckpt["log_window"].to(device) if ckpt is not None else torch.zeros(len(METRICS) + 1, device=device)
@@ -368,8 +399,10 @@ def main(argv=None):
             step += 1
             bar.update(1)
             if real_batches:
-                window += torch.cat([train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise),
-                                     window.new_ones(1)])  # the last slot counts the iterations summed
+                metrics = train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, noise_generator)
+                window += torch.cat([metrics, window.new_ones(1)])  # the last slot counts the iterations summed
+                if G_ema is not None:
+                    update_ema(G_ema, G, cfg["ema"])
                 window_images += sum(len(r) for r in real_batches)
             if step % cfg["log_every"] == 0 or batch_in_epoch == epoch_end:
                 values = checked_means(window, step, ckpt_dir)

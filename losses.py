@@ -1,0 +1,43 @@
+"""GAN objectives on D's logits: DCGAN's BCE, hinge, WGAN (weight clipping) and WGAN-GP (gradient penalty).
+
+Each loss is a pair: d_loss(real_logits, fake_logits) for D, g_loss(fake_logits) for G. D never applies a
+sigmoid itself; for BCE the logits go through binary_cross_entropy_with_logits, Sigmoid + BCE made stable.
+"""
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("bce", "hinge", "wgan", "wgan-gp")
+G_LOSSES = ("nonsaturating", "saturating")
+
+
+def d_loss(kind, real_logits, fake_logits):
+    if kind == "bce":
+        return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    if kind == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    # wgan, wgan-gp: the critic's estimate of the Wasserstein distance, negated to be minimised
+    return fake_logits.mean() - real_logits.mean()
+
+
+def g_loss(kind, fake_logits, g_form="nonsaturating"):
+    if kind == "bce":
+        if g_form == "saturating":  # the original minimax objective: min log(1 - D(G(z))), which stalls
+            return -F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    return -fake_logits.mean()
+
+
+def gradient_penalty(D, real, fake, generator=None):
+    """WGAN-GP: E[(||grad_x D(x)||_2 - 1)^2] at random points between real and fake samples (per sample)."""
+    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator)
+    mixed = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(mixed).sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+@torch.no_grad()
+def clip_weights(D, limit):
+    """WGAN's Lipschitz constraint: every parameter of the critic into [-limit, limit]."""
+    for p in D.parameters():
+        p.clamp_(-limit, limit)

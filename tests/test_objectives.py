@@ -1,0 +1,103 @@
+"""Losses and stabilisers: gradient penalty, clipping, spectral norm, EMA, DiffAugment, and a few steps of each."""
+import csv
+import math
+
+import pytest
+import torch
+
+import diffaug
+import losses
+import train
+from conftest import TINY, assert_one_line_error, run_script
+from network import Discriminator, Generator, init_dcgan
+
+
+class LinearCritic(torch.nn.Module):
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.weight.flatten()
+
+
+def test_gradient_penalty_matches_the_hand_computed_value():
+    # For D(x) = w.x the gradient is w at every point, so the penalty is (||w|| - 1)^2 exactly.
+    w = torch.arange(12, dtype=torch.float32).reshape(3, 2, 2) / 10
+    gp = losses.gradient_penalty(LinearCritic(w), torch.randn(5, 3, 2, 2), torch.randn(5, 3, 2, 2))
+    assert math.isclose(gp.item(), (w.norm().item() - 1) ** 2, rel_tol=1e-5)
+
+
+def test_wgan_clipping_keeps_every_critic_weight_in_range():
+    torch.manual_seed(0)
+    G, D = init_dcgan(Generator(32, 16, 8)), init_dcgan(Discriminator(32, 8))
+    with torch.no_grad():
+        for p in D.parameters():
+            p.normal_(0, 1)  # far outside the box before the first step
+    cfg = {**train.DEFAULTS, "batch_size": 8, "nz": 16, "loss": "wgan", "clip": 0.01, "optim": "rmsprop"}
+    opt_g, opt_d = (train.make_optimizer(n.parameters(), cfg, 5e-5) for n in (G, D))
+    train.train_iteration(G, D, opt_g, opt_d, [torch.rand(8, 3, 32, 32) * 2 - 1], cfg, lambda n: torch.randn(n, 16))
+    assert all(p.abs().max() <= 0.01 for p in D.parameters())
+    assert any(p.abs().max() == 0.01 for p in D.parameters())
+
+
+def test_spectral_norm_makes_each_layer_1_lipschitz():
+    torch.manual_seed(0)
+    D = init_dcgan(Discriminator(32, 8, norm="spectral"))
+    for _ in range(30):  # each training-mode forward runs one power iteration per layer
+        D(torch.randn(4, 3, 32, 32))
+    convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
+    for conv in convs:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().reshape(conv.out_channels, -1), ord=2)
+        assert abs(sigma.item() - 1) < 0.02
+
+
+def test_ema_update_is_exact():
+    a, b = Generator(32, 4, 4), Generator(32, 4, 4)
+    before = [p.detach().clone() for p in a.parameters()]
+    train.update_ema(a, b, 0.9)
+    for old, new, target in zip(before, a.parameters(), b.parameters()):
+        assert torch.allclose(new, 0.9 * old + 0.1 * target, atol=1e-7)
+
+
+def test_diffaug_transforms_are_consistent_and_differentiable():
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 16, 16, requires_grad=True)
+    shifted = diffaug.translation(x, torch.Generator().manual_seed(1))
+    for image, out in zip(x.detach(), shifted.detach()):  # each image moved as a whole, channels together
+        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                   if torch.equal(torch.roll(image, (dy, dx), (1, 2))[:, 2:-2, 2:-2], out[:, 2:-2, 2:-2])]
+        assert matches
+    cut = diffaug.cutout(torch.ones(6, 3, 16, 16), torch.Generator().manual_seed(2))
+    assert ((cut == 0).all(dim=1).sum(dim=(1, 2)) > 0).all()  # a hole in every image, in every channel
+    assert ((cut == 0).all(dim=1).sum(dim=(1, 2)) <= 64).all()  # at most 8x8 (half the side)
+    out = diffaug.augment(x, diffaug.parse_policy("color,translation,cutout"), torch.Generator().manual_seed(3))
+    out.sum().backward()
+    assert out.shape == x.shape and x.grad is not None and x.grad.abs().sum() > 0
+    same = diffaug.augment(x, ("color", "translation", "cutout"), torch.Generator().manual_seed(3))
+    assert torch.equal(out, same)  # the run's generator makes the draws reproducible
+    with pytest.raises(ValueError):
+        diffaug.parse_policy("color,zoom")
+
+
+@pytest.mark.parametrize("flags", [
+    ["--loss", "hinge"], ["--loss", "wgan", "--optim", "rmsprop", "--lr-d", "5e-5", "--d-steps", "2"],
+    ["--loss", "wgan-gp", "--d-norm", "none", "--beta1", "0", "--beta2", "0.9"],
+    ["--d-norm", "spectral", "--ema", "0.99", "--diffaug", "color,translation,cutout"],
+    ["--g-loss", "saturating", "--g-act", "leaky", "--init", "default"],
+])
+def test_each_objective_trains_with_finite_losses(tmp_path, monkeypatch, flags):
+    monkeypatch.chdir(tmp_path)
+    train.main([*TINY, "--toy-size", "256", "--max-steps", "4", "--run", "o", *flags])
+    with open(tmp_path / "outputs" / "o" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("loss_d", "loss_g", "d_real", "d_fake"))
+    assert (tmp_path / "outputs" / "o" / "samples" / "step_000004.png").is_file()
+
+
+def test_wgan_gp_with_batchnorm_is_refused(tmp_path):
+    result = run_script("train.py", *TINY, "--loss", "wgan-gp", "--max-steps", "1", cwd=tmp_path, check=False)
+    assert_one_line_error(result, "--d-norm none")
+    assert_one_line_error(run_script("train.py", *TINY, "--diffaug", "zoom", cwd=tmp_path, check=False), "zoom")
