@@ -30,7 +30,7 @@ def g_loss(kind, fake_logits, g_form="nonsaturating"):
 
 def gradient_penalty(D, real, fake, generator=None):
     """WGAN-GP: E[(||grad_x D(x)||_2 - 1)^2] at random points between real and fake samples (per sample)."""
-    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator)
+    eps = torch.rand(real.shape[0], *[1] * (real.dim() - 1), device=real.device, generator=generator)
     mixed = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(D(mixed).sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()

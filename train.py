@@ -35,7 +35,8 @@ DEFAULTS = {
     "optim": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
     "loss": "bce", "g_loss": "nonsaturating", "clip": 0.01, "gp_weight": 10.0, "ema": 0.0, "diffaug": "",
     "seed": 0, "device": "auto", "run": "", "resume": "",
-    "log_every": 10, "ckpt_minutes": 10.0, "ckpt_every": 5, "recal_samples": 4096,
+    "log_every": 10, "ckpt_minutes": 10.0, "ckpt_every": 5, "recal_samples": 4096, "max_minutes": 0.0,
+    "fid_every": 0, "fid_n": 5000, "fid_real": "",
 }
 D_ARCHITECTURE_KEYS = ("ndf", "d_norm")
 METRICS = ("loss_d", "loss_g", "d_real", "d_fake")  # summed on the device, averaged per log line
@@ -60,6 +61,7 @@ def build_parser():
     add("--epochs", type=int, help="passes over the data (default 25)")
     add("--batch-size", type=int, help="images per D update (default 128)")
     add("--max-steps", type=int, help="stop after this many iterations (0: no limit; for smoke tests)")
+    add("--max-minutes", type=float, help="stop after this many minutes of training (0: no limit)")
     add("--d-steps", type=int, help="D updates per iteration, each on a new real batch (default 1)")
     add("--g-steps", type=int, help="G updates per iteration (default 1; the anime recipe uses 5)")
     add("--optim", choices=("adam", "sgd", "rmsprop"), help="optimiser for both nets (default adam)")
@@ -81,6 +83,9 @@ def build_parser():
     add("--ckpt-minutes", type=float, help="also rewrite latest.pt this often (default 10)")
     add("--ckpt-every", type=int, help="keep epoch_NNN.pt every this many epochs (default 5; 0: never)")
     add("--recal-samples", type=int, help="noise samples to recalibrate G's BatchNorm for eval (default 4096)")
+    add("--fid-every", type=int, help="FID every this many epochs into metrics.csv and fid.png; best.pt (0: off)")
+    add("--fid-n", type=int, help="generated images per FID (default 5000; below 2048 FID is rank-deficient)")
+    add("--fid-real", help="real images for FID: a packed dataset, folder, .npz stats (default: --data)")
     return p
 
 
@@ -93,8 +98,11 @@ def check_settings(cfg):
     for key in ("lr_g", "lr_d", "ckpt_minutes"):
         if cfg[key] <= 0:
             raise UserError(f"--{key.replace('_', '-')} must be positive, not {cfg[key]}")
-    if cfg["workers"] < 0 or cfg["max_steps"] < 0 or cfg["ckpt_every"] < 0:
-        raise UserError("--workers, --max-steps and --ckpt-every cannot be negative")
+    for key in ("workers", "max_steps", "max_minutes", "ckpt_every", "fid_every"):
+        if cfg[key] < 0:
+            raise UserError(f"--{key.replace('_', '-')} cannot be negative")
+    if cfg["fid_every"] and cfg["fid_n"] < 2:
+        raise UserError("--fid-n must be at least 2 (2048 or more for a full-rank FID)")
     if not 0 <= cfg["ema"] < 1:
         raise UserError(f"--ema is a decay in [0, 1), e.g. 0.999, not {cfg['ema']}")
     if cfg["loss"] == "wgan-gp" and cfg["d_norm"] == "batch":
@@ -224,7 +232,7 @@ def write_json(path, data):
 class MetricsLog:
     """metrics.csv, one line per --log-every iterations; on resume, lines past the checkpoint are dropped."""
 
-    COLUMNS = ("step", "epoch") + METRICS + ("images_per_s", "elapsed_s")
+    COLUMNS = ("step", "epoch") + METRICS + ("images_per_s", "elapsed_s", "fid")
 
     def __init__(self, path, resume_step=None):
         self.path = path
@@ -254,6 +262,7 @@ def plot_losses(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r["loss_d"]]  # FID lines carry no losses
     steps = np.array([int(r["step"]) for r in rows])
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
     for key, label, colour in (("loss_d", "D loss", "tab:blue"), ("loss_g", "G loss", "tab:orange")):
@@ -266,6 +275,23 @@ def plot_losses(rows, path):
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def plot_fid(rows, path):
+    """FID against the iteration, as fid.png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(int(r["step"]), float(r["fid"])) for r in rows if r.get("fid")]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(*zip(*points), marker="o")
+    ax.set(xlabel="iteration", ylabel="FID (lower is better)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -371,15 +397,17 @@ def main(argv=None):
         state = {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                  "G_eval": recalibrated_copy(sampler, cfg["recal_samples"], cfg["nz"], device).state_dict(),
                  "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step, "fixed_noise": fixed_noise,
-                 "rng": rng_states(noise_generator), "log_window": window, "config": cfg}
+                 "rng": rng_states(noise_generator), "log_window": window, "best_fid": best_fid, "config": cfg}
         if G_ema is not None:
             state["G_ema"] = G_ema.state_dict()
         return state
 
+    fid_meter = FidMeter(cfg, device) if cfg["fid_every"] else None
+    best_fid = ckpt.get("best_fid", float("inf")) if ckpt is not None else float("inf")
     stop = StopRequest()
     window = ckpt["log_window"].to(device) if ckpt is not None else torch.zeros(len(METRICS) + 1, device=device)
     window_images, window_start = 0, time.perf_counter()
-    last_save, skipped = time.monotonic(), 0
+    last_save, skipped, budget_spent = time.monotonic(), 0, False
     while epoch < cfg["epochs"] and not stop.requested:
         batches = dataloader.epoch_batches(len(dataset), cfg["batch_size"], cfg["seed"], epoch)
         epoch_end = len(batches) // cfg["d_steps"] * cfg["d_steps"]  # a last partial group is dropped
@@ -414,7 +442,9 @@ def main(argv=None):
                 bar.set_postfix(loss_d=f"{values[0]:.3f}", loss_g=f"{values[1]:.3f}", img_s=f"{rate:.0f}")
                 window.zero_()
                 window_images, window_start = 0, now
-            if stop.requested or step == cfg["max_steps"] or time.monotonic() - last_save > cfg["ckpt_minutes"] * 60:
+            budget_spent = step == cfg["max_steps"] or \
+                0 < cfg["max_minutes"] * 60 < log.elapsed + time.perf_counter() - window_start
+            if stop.requested or budget_spent or time.monotonic() - last_save > cfg["ckpt_minutes"] * 60:
                 break
         bar.close()
         checked_means(window, step, ckpt_dir)  # never save weights that went non-finite since the last line
@@ -425,18 +455,28 @@ def main(argv=None):
         if finished_epoch and cfg["ckpt_every"] and epoch % cfg["ckpt_every"] == 0:
             names.append(f"epoch_{epoch:03d}.pt")
         state = checkpoint_state()
+        G_eval = generator_from_config(cfg).to(device)
+        G_eval.load_state_dict(state["G_eval"])
+        if fid_meter is not None and finished_epoch and epoch % cfg["fid_every"] == 0:
+            fid = fid_meter(G_eval.eval())
+            log.append({"step": step, "epoch": epoch, "fid": f"{fid:.4f}"})
+            plot_fid(log.read(), out_dir / "fid.png")
+            tqdm.write(f"epoch {epoch}: FID {fid:.2f} ({cfg['fid_n']} samples; best before {best_fid:.2f})")
+            if fid < best_fid:
+                best_fid = state["best_fid"] = fid
+                names.append("best.pt")
         for name in names:
             save_checkpoint(ckpt_dir / name, state)
-        last_save = time.monotonic()
-        if finished_epoch or stop.requested or step == cfg["max_steps"]:
-            G_eval = generator_from_config(cfg).to(device)
-            G_eval.load_state_dict(state["G_eval"])
+        last_save, now = time.monotonic(), time.perf_counter()
+        log.elapsed += now - window_start  # saving and FID count as elapsed time, not as training speed
+        window_images, window_start = 0, now
+        if finished_epoch or stop.requested or budget_spent:
             grid_name = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:06d}.png"
             save_png(grid_image(render(G_eval.eval(), fixed_noise, device)), out_dir / "samples" / grid_name)
             plot_losses(log.read(), out_dir / "loss.png")
             tqdm.write(f"iteration {step}, epoch {epoch if finished_epoch else epoch + 1}: saved "
                        f"{ckpt_dir}/latest.pt and {out_dir}/samples/{grid_name}")
-        if step == cfg["max_steps"]:
+        if budget_spent:
             break
     if skipped:
         print(f"skipped {skipped} images that could not be decoded")
@@ -444,6 +484,22 @@ def main(argv=None):
         print(f"stopped at iteration {step}; continue with: python train.py --resume auto --run {cfg['run']}")
     else:
         print(f"done: {step} iterations; samples in {out_dir}/samples/, checkpoint {ckpt_dir}/latest.pt")
+
+
+class FidMeter:
+    """FID of a generator against the real set, whose statistics are computed (or read from cache) once."""
+
+    def __init__(self, cfg, device):
+        import evaluate_fid  # loads Inception only for runs that ask for FID
+
+        self.fid_of_generator, self.n, self.device = evaluate_fid.fid_of_generator, cfg["fid_n"], device
+        self.inception = evaluate_fid.load_inception(device)
+        self.real = evaluate_fid.stats_of_real(cfg["fid_real"] or cfg["data"], cfg["res"], cfg["fid_n"], device,
+                                               self.inception, seed=cfg["seed"])
+
+    def __call__(self, G):
+        return self.fid_of_generator(G, self.real, self.n, seed=0, device=self.device, inception=self.inception,
+                                     progress=False)
 
 
 def checked_means(window, step, ckpt_dir):

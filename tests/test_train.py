@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from conftest import REPO, TINY, run_script
@@ -105,3 +106,21 @@ def test_recalibrated_eval_mode_matches_train_mode_samples():
     assert (recalibrated - train_mode).abs().mean() < 0.02
     assert (stale_eval - train_mode).abs().mean() > 0.1  # what users of other repos see
     assert torch.allclose(single, recalibrated[:1], atol=1e-5)  # a sample does not depend on its batch
+
+
+def test_fid_during_training_keeps_the_best_checkpoint(tmp_path):
+    pytest.importorskip("evaluate_fid")
+    import evaluate_fid
+    try:
+        evaluate_fid.load_inception("cpu")
+    except Exception as err:  # noqa: BLE001 - any failure here means the weights are not installed
+        pytest.skip(f"Inception weights not available: {err}")
+    run_script("train.py", *TINY, "--toy-size", "32", "--epochs", "2", "--fid-every", "1", "--fid-n", "16",
+               "--run", "fid", cwd=tmp_path)
+    with open(tmp_path / "outputs" / "fid" / "metrics.csv") as f:
+        fids = [(int(r["epoch"]), float(r["fid"])) for r in csv.DictReader(f) if r["fid"]]
+    assert [e for e, _ in fids] == [1, 2] and all(v > 0 for _, v in fids)
+    assert (tmp_path / "outputs" / "fid" / "fid.png").is_file()
+    best = load(tmp_path / "checkpoints" / "fid" / "best.pt")
+    assert best["best_fid"] == min(v for _, v in fids)
+    assert best["epoch"] == min(fids, key=lambda p: p[1])[0]
