@@ -8,7 +8,7 @@ import torch
 import diffaug
 import losses
 import train
-from conftest import TINY, assert_one_line_error, run_script
+from conftest import REPO, TINY, assert_one_line_error, run_script
 from network import Discriminator, Generator, init_dcgan
 
 
@@ -101,3 +101,13 @@ def test_wgan_gp_with_batchnorm_is_refused(tmp_path):
     result = run_script("train.py", *TINY, "--loss", "wgan-gp", "--max-steps", "1", cwd=tmp_path, check=False)
     assert_one_line_error(result, "--d-norm none")
     assert_one_line_error(run_script("train.py", *TINY, "--diffaug", "zoom", cwd=tmp_path, check=False), "zoom")
+
+
+def test_compare_draws_every_config_on_one_figure(tmp_path):
+    configs = [str(REPO / "configs" / "ablation" / name) for name in ("adam_dcgan_init.toml", "sgd.toml")]
+    result = run_script("compare.py", *configs, "--steps", "3", "--out", "cmp", "--", *TINY, cwd=tmp_path)
+    table = (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| compare-adam_dcgan_init", "| compare-sgd"]
+    assert all(line.split(" | ")[1] == "3" for line in table[2:])  # the same budget for each
+    assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
+    assert "compare-sgd" in result.stdout

@@ -1,0 +1,147 @@
+"""Train several configs for the same budget and compare them on one figure and one table.
+
+    python compare.py configs/ablation/*.toml --minutes 3               # the seeds' ablation
+    python compare.py configs/demo.toml configs/wgan_gp.toml --minutes 5 --fid-n 2048 -- --res 32
+
+Each config trains in its own run (outputs/compare-<name>/ and checkpoints/compare-<name>/) for --minutes of
+training or --steps iterations, whichever you give; flags after `--` go to every train.py run. The figure
+(comparison.png) draws the smoothed D and G losses of every run against training time, and FID where measured;
+the table (comparison.md, also printed) lists the final losses, iterations, images seen and FID.
+"""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cli import ArgumentParser, UserError, atomic_path, resolve_device, run
+
+
+def build_parser():
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("configs", nargs="+", help="TOML configs to compare")
+    p.add_argument("--minutes", type=float, default=0, help="training minutes per config")
+    p.add_argument("--steps", type=int, default=0, help="iterations per config")
+    p.add_argument("--fid-n", type=int, default=0, help="measure FID of each final model on this many samples")
+    p.add_argument("--tag", default="", help="suffix for the run names, to keep several comparisons apart")
+    p.add_argument("--out", default="outputs/comparison", help="folder for comparison.png/.md/.json")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    return p
+
+
+def run_name(config, tag):
+    return f"compare-{Path(config).stem}" + (f"-{tag}" if tag else "")
+
+
+def train_one(config, name, args, extra):
+    """Run train.py in its own process (a crash or NaN in one config does not stop the others)."""
+    budget = ["--max-minutes", str(args.minutes)] if args.minutes else ["--max-steps", str(args.steps)]
+    resume = ["--resume", "auto"] if (Path("checkpoints") / name / "latest.pt").exists() else []
+    cmd = [sys.executable, str(Path(__file__).with_name("train.py")), "--config", config, "--run", name,
+           "--device", args.device, "--epochs", "100000", *budget, *resume, *extra]
+    print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+    return subprocess.run(cmd).returncode
+
+
+def read_run(name):
+    path = Path("outputs") / name / "metrics.csv"
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [r for r in csv.DictReader(f) if r["loss_d"]]
+
+
+def final_fid(name, n, device):
+    import evaluate_fid
+    from generate import load_generator
+
+    ckpt = Path("checkpoints") / name / "latest.pt"
+    G, config = load_generator(ckpt, device)
+    inception = evaluate_fid.load_inception(device)
+    real = evaluate_fid.stats_of_real(config["fid_real"] or config["data"], config["res"], n, device, inception,
+                                      seed=config["seed"])
+    return evaluate_fid.fid_of_generator(G, real, n, device=device, inception=inception)
+
+
+def smooth(values, weight=0.9):
+    out = np.array(values, dtype=float)
+    for i in range(1, len(out)):
+        out[i] = weight * out[i - 1] + (1 - weight) * out[i]
+    return out
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with_fid = [r for r in results if r["fid"] is not None]
+    fig, axes = plt.subplots(1, 3 if with_fid else 2, figsize=(15 if with_fid else 10, 4), dpi=100)
+    for r in results:
+        minutes = [float(row["elapsed_s"]) / 60 for row in r["rows"]]
+        for ax, key in zip(axes, ("loss_d", "loss_g")):
+            ax.plot(minutes, smooth([float(row[key]) for row in r["rows"]]), label=r["name"])
+    for ax, title in zip(axes, ("D loss (smoothed)", "G loss (smoothed)")):
+        ax.set(title=title, xlabel="training minutes")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if with_fid:
+        axes[2].barh([r["name"] for r in with_fid], [r["fid"] for r in with_fid], color="tab:green")
+        axes[2].set(title="FID at the end (lower is better)")
+        axes[2].invert_yaxis()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def table(results):
+    lines = ["| config | iterations | images seen | minutes | D loss | G loss | FID |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        if not r["rows"]:
+            lines.append(f"| {r['name']} | failed (exit {r['code']}) | | | | | |")
+            continue
+        last = r["rows"][-10:]
+        images = int(r["config"]["batch_size"] * r["config"]["d_steps"] * int(r["rows"][-1]["step"]))
+        fid = f"{r['fid']:.1f}" if r["fid"] is not None else "-"
+        lines.append(f"| {r['name']} | {r['rows'][-1]['step']} | {images} | "
+                     f"{float(r['rows'][-1]['elapsed_s']) / 60:.1f} | "
+                     f"{np.mean([float(x['loss_d']) for x in last]):.3f} | "
+                     f"{np.mean([float(x['loss_g']) for x in last]):.3f} | {fid} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = build_parser().parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if bool(args.minutes) == bool(args.steps) or args.minutes < 0 or args.steps < 0:
+        raise UserError("give the budget as --minutes M or --steps N (one of them)")
+    for config in args.configs:
+        if not Path(config).is_file():
+            raise UserError(f"config {config} not found")
+    results = []
+    for config in args.configs:
+        name = run_name(config, args.tag)
+        code = train_one(config, name, args, extra)
+        rows = read_run(name)
+        cfg_path = Path("outputs") / name / "config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        fid = final_fid(name, args.fid_n, resolve_device(args.device)) if args.fid_n and code == 0 else None
+        results.append({"name": name, "config": cfg, "rows": rows, "fid": fid, "code": code})
+    out = Path(args.out)
+    plot([r for r in results if r["rows"]], out / "comparison.png")
+    text = table(results)
+    with atomic_path(out / "comparison.md") as tmp:
+        tmp.write_text(text + "\n")
+    with atomic_path(out / "comparison.json") as tmp:
+        tmp.write_text(json.dumps([{k: r[k] for k in ("name", "fid", "code")} | {"final": r["rows"][-1:]}
+                                   for r in results], indent=2) + "\n")
+    print(text)
+    print(f"wrote {out / 'comparison.png'} and {out / 'comparison.md'}")
+
+
+if __name__ == "__main__":
+    run(main)
