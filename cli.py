@@ -6,7 +6,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import torch
 
 
 class UserError(Exception):
@@ -38,6 +37,8 @@ def run(main):
 
 def resolve_device(name):
     """auto | cpu | cuda | cuda:N -> torch.device, refusing a CUDA device that is not there."""
+    import torch  # here, so that scripts without a model (preprocess.py) start without loading torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -165,7 +165,7 @@ def plot_modes(all_results, path):
 
 def build_parser():
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--steps", type=int, default=3000, help="G updates per method (default 3000)")
+    p.add_argument("--steps", type=int, default=2000, help="G updates per method (default 2000)")
     p.add_argument("--methods", default="gan,wgan,wgan-gp", help="any of gan, wgan, wgan-gp")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/toy2d", help="folder for the figures")
