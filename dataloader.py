@@ -4,10 +4,12 @@ Batches stay uint8 (B, H, W, 3) until they reach the training device, where `to_
 to [-1, 1] and flips them: workers only move bytes, which is cheap to pickle and to copy.
 """
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from cli import UserError
 
@@ -186,7 +188,7 @@ class PackedImages:
     """A dataset made by preprocess.py: images.npy (uint8 N x H x W x 3) read through a memory map."""
 
     def __init__(self, root, res):
-        self.root = Path(root)
+        self.root, self.res = Path(root), res
         try:
             self.meta = json.loads((self.root / "dataset.json").read_text())
             self.images = np.load(self.root / "images.npy", mmap_mode="r")
@@ -205,9 +207,7 @@ class PackedImages:
         return len(self.images)
 
     def __getitem__(self, indices):
-        # Reading in sorted order is kinder to the page cache; the batch order does not matter to D.
-        rows = np.sort(np.asarray(indices))
-        return torch.from_numpy(np.ascontiguousarray(self.images[rows])), 0
+        return torch.from_numpy(np.ascontiguousarray(self.images[np.asarray(indices)])), 0
 
 
 class ImageFolder:
@@ -281,6 +281,39 @@ def batch_loader(dataset, batches, workers):
     """Yield (uint8 batch, skipped count) for each list of indices, decoded in `workers` processes."""
     return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
                                        pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None)
+
+
+def dataset_bytes(dataset):
+    return len(dataset) * dataset.res * dataset.res * 3
+
+
+def fits_on_device(dataset, device, share=0.5):
+    """Whether the whole dataset, as uint8, takes at most `share` of the device's free memory."""
+    if isinstance(dataset, ImageFolder):
+        return False  # files must be decoded: that is the loader's job
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return dataset_bytes(dataset) <= share * free
+
+
+def load_to_device(dataset, device, chunk=2048):
+    """The whole dataset as one uint8 (N, H, W, 3) tensor on `device`, filled chunk by chunk."""
+    images = torch.empty(len(dataset), dataset.res, dataset.res, 3, dtype=torch.uint8, device=device)
+    for start in tqdm(range(0, len(dataset), chunk), desc="data to device", unit="chunk", leave=False):
+        stop = min(start + chunk, len(dataset))
+        images[start:stop] = dataset[list(range(start, stop))][0].to(device)
+    return images
+
+
+def device_batches(images, batches):
+    """Batches drawn by index from a device-resident dataset: one index upload per epoch, no host copies."""
+    if not batches:
+        return
+    order = torch.tensor(batches, device=images.device)
+    for rows in order:
+        yield images[rows], 0
 
 
 def to_model_input(batch, device, flip_mask=None):

@@ -10,6 +10,7 @@ import argparse
 import copy
 import csv
 import json
+import os
 import signal
 import time
 from datetime import datetime
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import dataloader
@@ -37,6 +39,7 @@ DEFAULTS = {
     "seed": 0, "device": "auto", "run": "", "resume": "",
     "log_every": 10, "ckpt_minutes": 10.0, "ckpt_every": 5, "recal_samples": 4096, "max_minutes": 0.0,
     "fid_every": 0, "fid_n": 5000, "fid_real": "",
+    "data_on_device": "auto", "channels_last": "auto", "amp": "auto", "compile": False,
 }
 D_ARCHITECTURE_KEYS = ("ndf", "d_norm")
 METRICS = ("loss_d", "loss_g", "d_real", "d_fake")  # summed on the device, averaged per log line
@@ -77,12 +80,18 @@ def build_parser():
     add("--diffaug", help="differentiable augmentation before D: any of color,translation,cutout")
     add("--seed", type=int, help="seed for weights, data order, noise (default 0)")
     add("--device", help="auto | cpu | cuda | cuda:N (default auto)")
-    add("--run", help="run name: outputs/<run>/ and checkpoints/<run>/ (default: config name, res and time)")
+    add("--run", "--run-name", dest="run", help="run name: outputs/<run>/ and checkpoints/<run>/ (default: config "
+        "name, res and time); under torchrun write --run-name, which torchrun's own parser leaves alone")
     add("--resume", help="auto (the newest run of this name or config) or a checkpoint path")
     add("--log-every", type=int, help="iterations per metrics.csv line and progress update (default 10)")
     add("--ckpt-minutes", type=float, help="also rewrite latest.pt this often (default 10)")
     add("--ckpt-every", type=int, help="keep epoch_NNN.pt every this many epochs (default 5; 0: never)")
     add("--recal-samples", type=int, help="noise samples to recalibrate G's BatchNorm for eval (default 4096)")
+    add("--data-on-device", choices=("auto", "on", "off"), help="keep the dataset as uint8 on the device and "
+        "draw batches by index (auto: when it takes under half the free memory)")
+    add("--channels-last", choices=("auto", "on", "off"), help="NHWC memory format (auto: on for CUDA)")
+    add("--amp", choices=("auto", "bf16", "off"), help="bf16 autocast (auto: on for CUDA)")
+    add("--compile", action=argparse.BooleanOptionalAction, help="torch.compile G and D (default off)")
     add("--fid-every", type=int, help="FID every this many epochs into metrics.csv and fid.png; best.pt (0: off)")
     add("--fid-n", type=int, help="generated images per FID (default 5000; below 2048 FID is rank-deficient)")
     add("--fid-real", help="real images for FID: a packed dataset, folder, .npz stats (default: --data)")
@@ -131,9 +140,10 @@ def make_models(cfg, device):
     return G.to(device), D.to(device)
 
 
-def make_optimizer(params, cfg, lr):
-    if cfg["optim"] == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(cfg["beta1"], cfg["beta2"]))
+def make_optimizer(params, cfg, lr, device="cpu"):
+    if cfg["optim"] == "adam":  # the fused kernel updates all parameters at once on CUDA
+        return torch.optim.Adam(params, lr=lr, betas=(cfg["beta1"], cfg["beta2"]),
+                                fused=torch.device(device).type == "cuda")
     if cfg["optim"] == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr)
     return torch.optim.SGD(params, lr=lr, momentum=cfg["beta1"])
@@ -164,19 +174,22 @@ def recalibrated_copy(G, samples, nz, device, batch_size=256):
 
 # ---------------------------------------------------------------------------------------------- one iteration
 
-def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None):
+def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None, fresh_fakes=False):
     """d_steps D updates (one real batch each), then g_steps G updates; returns the METRICS as a tensor.
 
-    The first G update reuses the last fake batch D saw, as the DCGAN reference does, saving a G forward.
-    Nothing here reads values back to the host, so the GPU never waits for Python.
+    The first G update reuses the last fake batch D saw, as the DCGAN reference does, saving a G forward;
+    under DistributedDataParallel (fresh_fakes) each G forward must meet its own backward, so D's fakes are
+    drawn without a graph and G draws its own. Nothing here reads values back to the host, so the GPU never
+    waits for Python. D's logits are cast to float32, so every loss is computed in fp32 under autocast.
     """
     batch, policy = cfg["batch_size"], diffaug.parse_policy(cfg["diffaug"])
 
     def critic(x):
-        return D(diffaug.augment(x, policy, generator) if policy else x)
+        return D(diffaug.augment(x, policy, generator) if policy else x).float()
 
     for real in real_batches:
-        fake = G(noise(batch))
+        with torch.set_grad_enabled(not fresh_fakes):
+            fake = G(noise(batch))
         real_logits, fake_logits = critic(real), critic(fake.detach())
         loss_d = losses.d_loss(cfg["loss"], real_logits, fake_logits)
         if cfg["loss"] == "wgan-gp":
@@ -187,7 +200,7 @@ def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None
         if cfg["loss"] == "wgan":
             losses.clip_weights(D, cfg["clip"])
     for g_step in range(cfg["g_steps"]):
-        if g_step:
+        if g_step or fresh_fakes:
             fake = G(noise(batch))
         loss_g = losses.g_loss(cfg["loss"], critic(fake), cfg["g_loss"])
         opt_g.zero_grad(set_to_none=True)
@@ -341,9 +354,99 @@ class StopRequest:
         self.requested = True
 
 
+class Distributed:
+    """torchrun's world: rank, size, and the few collective operations the loop needs (a no-op when alone)."""
+
+    def __init__(self, device_name):
+        self.size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.size == 1:
+            self.device = resolve_device(device_name)
+            return
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        wants_cuda = device_name != "cpu" and torch.cuda.is_available()
+        self.device = torch.device("cuda", local_rank) if wants_cuda else torch.device("cpu")
+        if wants_cuda:
+            torch.cuda.set_device(self.device)
+        dist.init_process_group("nccl" if wants_cuda else "gloo")
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def shard(self, rows):
+        """This rank's contiguous share of a global batch (or of global noise)."""
+        share = len(rows) // self.size
+        return rows[self.rank * share:(self.rank + 1) * share]
+
+    def mean(self, tensor):
+        if self.size > 1:
+            dist.all_reduce(tensor)
+            tensor /= self.size
+        return tensor
+
+    def any(self, flag):
+        """True on every rank if it is true on any: ranks must agree before leaving the loop together."""
+        if self.size == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def wrap(self, model):
+        if self.size == 1:
+            return model
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def check_in_sync(self, *models):
+        """Compare every parameter across ranks (float64 sums per tensor); say so on rank 0.
+
+        BatchNorm's running statistics are left out: each rank updates them from its own share of the
+        batch, DDP copies rank 0's at every forward, and checkpoints hold rank 0's."""
+        if self.size == 1:
+            return
+        sums = torch.stack([p.detach().double().sum() for m in models for p in m.parameters()])
+        gathered = [torch.empty_like(sums) for _ in range(self.size)]
+        dist.all_gather(gathered, sums)
+        if any(not torch.equal(gathered[0], other) for other in gathered[1:]):
+            raise RuntimeError("the processes ended with different weights: please report this")
+        if self.main:
+            print(f"weights identical on all {self.size} processes")
+
+    def close(self):
+        if self.size > 1:
+            dist.destroy_process_group()
+
+
+def speed_settings(cfg, device):
+    """Resolve the `auto` speed options to what bench.py measured fastest on this kind of device."""
+    cuda = device.type == "cuda"
+    return {"channels_last": cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and cuda),
+            "amp": cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and cuda and torch.cuda.is_bf16_supported()),
+            "compile": bool(cfg["compile"])}
+
+
+def prepare_models(G, D, speed, device):
+    """Memory format, then compilation; returns the callables the loop uses (the modules stay for saving)."""
+    if speed["channels_last"]:
+        G.to(memory_format=torch.channels_last)
+        D.to(memory_format=torch.channels_last)
+    if speed["compile"]:
+        return torch.compile(G), torch.compile(D)
+    return G, D
+
+
 def main(argv=None):
     cfg, given = parse_with_config(build_parser(), DEFAULTS, argv)
     check_settings(cfg)
+    world = Distributed(cfg["device"])
+    try:
+        train(cfg, given, world)
+    finally:
+        world.close()
+
+
+def train(cfg, given, world):
     ckpt, resume_path = None, None
     if cfg["resume"]:
         resume_path = find_resume_checkpoint(cfg["resume"], cfg, given)
@@ -352,26 +455,38 @@ def main(argv=None):
             raise UserError(f"{resume_path} holds no optimiser state (not a training checkpoint): resume "
                             "from latest.pt or an epoch_NNN.pt")
         cfg = settings_from_checkpoint(ckpt, resume_path, cfg, given)
+    if cfg["batch_size"] % world.size:
+        raise UserError(f"--batch-size {cfg['batch_size']} is the global batch: make it a multiple of the "
+                        f"{world.size} processes")
     cfg["run"] = cfg["run"] or default_run_name(cfg)
-    device = resolve_device(cfg["device"])
+    device = world.device
+    speed = speed_settings(cfg, device)
+    if device.type == "cuda":  # TF32 for training; evaluate_fid switches it off for its features
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     dataset = dataloader.open_dataset(cfg["data"], cfg["res"], cfg["seed"], cfg["toy_size"])
     per_iteration = cfg["batch_size"] * cfg["d_steps"]
     if len(dataset) < per_iteration:
         raise UserError(f"{dataset.description}: fewer images than one iteration needs ({per_iteration}); "
                         "lower --batch-size or --d-steps")
-    if cfg["data"] == dataloader.TOYFACES:
-        print("no --data given: training on the built-in toy faces (pass --data for real images)")
+    on_device = cfg["data_on_device"] == "on" or (cfg["data_on_device"] == "auto"
+                                                  and dataloader.fits_on_device(dataset, device))
+    if cfg["data_on_device"] == "on" and isinstance(dataset, dataloader.ImageFolder):
+        raise UserError("--data-on-device on needs a packed dataset (preprocess.py) or toyfaces, not a folder")
     out_dir, ckpt_dir = Path("outputs") / cfg["run"], Path("checkpoints") / cfg["run"]
     if ckpt is None and (ckpt_dir / "latest.pt").exists():
         raise UserError(f"run {cfg['run']} already exists: continue it with --resume auto --run {cfg['run']}, "
                         "or pick another --run")
-    (out_dir / "samples").mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", cfg)
+    if world.main:
+        if cfg["data"] == dataloader.TOYFACES:
+            print("no --data given: training on the built-in toy faces (pass --data for real images)")
+        (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "config.json", cfg)
+    device_images = dataloader.load_to_device(dataset, device) if on_device else None
 
     G, D = make_models(cfg, device)
     G_ema = copy.deepcopy(G) if cfg["ema"] else None  # the averaged G that grids and checkpoints sample
-    opt_g = make_optimizer(G.parameters(), cfg, cfg["lr_g"])
-    opt_d = make_optimizer(D.parameters(), cfg, cfg["lr_d"])
+    opt_g = make_optimizer(G.parameters(), cfg, cfg["lr_g"], device)
+    opt_d = make_optimizer(D.parameters(), cfg, cfg["lr_d"], device)
     noise_generator = torch.Generator(device).manual_seed(cfg["seed"])
     fixed_noise = torch.randn(GRID_SIZE, cfg["nz"], generator=torch.Generator().manual_seed(cfg["seed"] + 1))
     epoch, batch_in_epoch, step = 0, 0, 0
@@ -385,12 +500,27 @@ def main(argv=None):
         epoch, batch_in_epoch, step = ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["step"]
         fixed_noise = ckpt["fixed_noise"]
         set_rng_states(ckpt["rng"], noise_generator)
-        print(f"resuming {resume_path} at epoch {epoch + 1}, iteration {step}")
-    log = MetricsLog(out_dir / "metrics.csv", resume_step=step if ckpt is not None else None)
-    print(f"{dataset.description}; run {cfg['run']} on {device}; outputs in {out_dir}/, checkpoints in {ckpt_dir}/")
+        if world.main:
+            print(f"resuming {resume_path} at epoch {epoch + 1}, iteration {step}")
+    G_step, D_step = prepare_models(G, D, speed, device)
+    G_step, D_step = world.wrap(G_step), world.wrap(D_step)
+    log = MetricsLog(out_dir / "metrics.csv", resume_step=step if ckpt is not None else None) if world.main else None
+    if world.main:
+        where = "on the device" if on_device else f"through {cfg['workers']} loader workers"
+        print(f"{dataset.description}, read {where}; run {cfg['run']} on {device}"
+              + (f" x {world.size} processes" if world.size > 1 else "")
+              + f"; outputs in {out_dir}/, checkpoints in {ckpt_dir}/")
 
     def noise(n):
-        return torch.randn(n, cfg["nz"], generator=noise_generator, device=device)
+        """This rank's share of n latents: every rank draws all n and keeps its share, so the noise (and
+        the generator's state) is the same whatever the number of processes."""
+        return world.shard(torch.randn(n, cfg["nz"], generator=noise_generator, device=device))
+
+    def model_input(images):
+        flip = torch.rand(len(images) * world.size, generator=noise_generator, device=device) < 0.5 \
+            if cfg["flip"] else None
+        x = dataloader.to_model_input(images, device, world.shard(flip) if flip is not None else None)
+        return x.contiguous(memory_format=torch.channels_last if speed["channels_last"] else torch.contiguous_format)
 
     def checkpoint_state():
         sampler = G_ema if G_ema is not None else G
@@ -402,17 +532,19 @@ def main(argv=None):
             state["G_ema"] = G_ema.state_dict()
         return state
 
-    fid_meter = FidMeter(cfg, device) if cfg["fid_every"] else None
+    fid_meter = FidMeter(cfg, device) if cfg["fid_every"] and world.main else None
     best_fid = ckpt.get("best_fid", float("inf")) if ckpt is not None else float("inf")
     stop = StopRequest()
     window = ckpt["log_window"].to(device) if ckpt is not None else torch.zeros(len(METRICS) + 1, device=device)
-    window_images, window_start = 0, time.perf_counter()
+    window_images, window_start, elapsed = 0, time.perf_counter(), log.elapsed if log else 0.0
     last_save, skipped, budget_spent = time.monotonic(), 0, False
     while epoch < cfg["epochs"] and not stop.requested:
-        batches = dataloader.epoch_batches(len(dataset), cfg["batch_size"], cfg["seed"], epoch)
+        batches = [world.shard(b) for b in dataloader.epoch_batches(len(dataset), cfg["batch_size"], cfg["seed"], epoch)]
         epoch_end = len(batches) // cfg["d_steps"] * cfg["d_steps"]  # a last partial group is dropped
-        loader = iter(dataloader.batch_loader(dataset, batches[batch_in_epoch:epoch_end], cfg["workers"]))
-        bar = tqdm(total=epoch_end // cfg["d_steps"], initial=batch_in_epoch // cfg["d_steps"],
+        todo = batches[batch_in_epoch:epoch_end]
+        loader = iter(dataloader.device_batches(device_images, todo) if on_device
+                      else dataloader.batch_loader(dataset, todo, cfg["workers"]))
+        bar = tqdm(total=epoch_end // cfg["d_steps"], initial=batch_in_epoch // cfg["d_steps"], disable=not world.main,
                    desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="it", dynamic_ncols=True, leave=False)
         while batch_in_epoch < epoch_end:
             real_batches = []
@@ -420,70 +552,87 @@ def main(argv=None):
                 images, bad = next(loader)
                 skipped += bad
                 if len(images):
-                    flip = torch.rand(len(images), generator=noise_generator, device=device) < 0.5 \
-                        if cfg["flip"] else None
-                    real_batches.append(dataloader.to_model_input(images, device, flip))
+                    real_batches.append(model_input(images))
             batch_in_epoch += cfg["d_steps"]
             step += 1
             bar.update(1)
             if real_batches:
-                metrics = train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, noise_generator)
+                with torch.autocast(device.type, torch.bfloat16, enabled=speed["amp"]):
+                    metrics = train_iteration(G_step, D_step, opt_g, opt_d, real_batches, cfg, noise,
+                                              noise_generator, fresh_fakes=world.size > 1)
                 window += torch.cat([metrics, window.new_ones(1)])  # the last slot counts the iterations summed
                 if G_ema is not None:
                     update_ema(G_ema, G, cfg["ema"])
-                window_images += sum(len(r) for r in real_batches)
-            if step % cfg["log_every"] == 0 or batch_in_epoch == epoch_end:
-                values = checked_means(window, step, ckpt_dir)
+                window_images += sum(len(r) for r in real_batches) * world.size
+            log_line = step % cfg["log_every"] == 0 or batch_in_epoch == epoch_end or step == cfg["max_steps"]
+            if log_line:
+                values = checked_means(world.mean(window), step, ckpt_dir)
                 now = time.perf_counter()
-                log.elapsed += now - window_start
+                elapsed += now - window_start
                 rate = window_images / (now - window_start)
-                log.append({"step": step, "epoch": epoch + 1, **dict(zip(METRICS, values)),
-                            "images_per_s": f"{rate:.1f}", "elapsed_s": f"{log.elapsed:.2f}"})
-                bar.set_postfix(loss_d=f"{values[0]:.3f}", loss_g=f"{values[1]:.3f}", img_s=f"{rate:.0f}")
+                if world.main:
+                    log.append({"step": step, "epoch": epoch + 1, **dict(zip(METRICS, values)),
+                                "images_per_s": f"{rate:.1f}", "elapsed_s": f"{elapsed:.2f}"})
+                    bar.set_postfix(loss_d=f"{values[0]:.3f}", loss_g=f"{values[1]:.3f}", img_s=f"{rate:.0f}")
                 window.zero_()
                 window_images, window_start = 0, now
             budget_spent = step == cfg["max_steps"] or \
-                0 < cfg["max_minutes"] * 60 < log.elapsed + time.perf_counter() - window_start
-            if stop.requested or budget_spent or time.monotonic() - last_save > cfg["ckpt_minutes"] * 60:
-                break
+                0 < cfg["max_minutes"] * 60 < elapsed + time.perf_counter() - window_start
+            # Under torchrun the ranks decide together, on log lines only, so they leave the loop as one.
+            if world.size == 1 or log_line:
+                leave = stop.requested or budget_spent or time.monotonic() - last_save > cfg["ckpt_minutes"] * 60
+                if world.any(leave):
+                    break
         bar.close()
+        budget_spent, stop.requested = world.any(budget_spent), world.any(stop.requested)
         checked_means(window, step, ckpt_dir)  # never save weights that went non-finite since the last line
         finished_epoch = batch_in_epoch == epoch_end
         if finished_epoch:
             epoch, batch_in_epoch = epoch + 1, 0
-        names = ["latest.pt"]
-        if finished_epoch and cfg["ckpt_every"] and epoch % cfg["ckpt_every"] == 0:
-            names.append(f"epoch_{epoch:03d}.pt")
-        state = checkpoint_state()
-        G_eval = generator_from_config(cfg).to(device)
-        G_eval.load_state_dict(state["G_eval"])
-        if fid_meter is not None and finished_epoch and epoch % cfg["fid_every"] == 0:
-            fid = fid_meter(G_eval.eval())
-            log.append({"step": step, "epoch": epoch, "fid": f"{fid:.4f}"})
-            plot_fid(log.read(), out_dir / "fid.png")
-            tqdm.write(f"epoch {epoch}: FID {fid:.2f} ({cfg['fid_n']} samples; best before {best_fid:.2f})")
-            if fid < best_fid:
-                best_fid = state["best_fid"] = fid
-                names.append("best.pt")
-        for name in names:
-            save_checkpoint(ckpt_dir / name, state)
+        if world.main:
+            best_fid = save_everything(cfg, checkpoint_state(), log, fid_meter, best_fid, finished_epoch,
+                                       stop.requested or budget_spent, out_dir, ckpt_dir, device)
         last_save, now = time.monotonic(), time.perf_counter()
-        log.elapsed += now - window_start  # saving and FID count as elapsed time, not as training speed
+        elapsed += now - window_start  # saving and FID count as elapsed time, not as training speed
         window_images, window_start = 0, now
-        if finished_epoch or stop.requested or budget_spent:
-            grid_name = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:06d}.png"
-            save_png(grid_image(render(G_eval.eval(), fixed_noise, device)), out_dir / "samples" / grid_name)
-            plot_losses(log.read(), out_dir / "loss.png")
-            tqdm.write(f"iteration {step}, epoch {epoch if finished_epoch else epoch + 1}: saved "
-                       f"{ckpt_dir}/latest.pt and {out_dir}/samples/{grid_name}")
         if budget_spent:
             break
-    if skipped:
-        print(f"skipped {skipped} images that could not be decoded")
-    if stop.requested:
-        print(f"stopped at iteration {step}; continue with: python train.py --resume auto --run {cfg['run']}")
-    else:
-        print(f"done: {step} iterations; samples in {out_dir}/samples/, checkpoint {ckpt_dir}/latest.pt")
+    world.check_in_sync(G, D)
+    if world.main:
+        if skipped:
+            print(f"skipped {skipped} images that could not be decoded")
+        if stop.requested:
+            print(f"stopped at iteration {step}; continue with: python train.py --resume auto --run {cfg['run']}")
+        else:
+            print(f"done: {step} iterations; samples in {out_dir}/samples/, checkpoint {ckpt_dir}/latest.pt")
+
+
+def save_everything(cfg, state, log, fid_meter, best_fid, finished_epoch, stopping, out_dir, ckpt_dir, device):
+    """latest.pt (and epoch_NNN.pt, best.pt), FID, the grid and the loss plot; returns the best FID so far."""
+    epoch, step = state["epoch"], state["step"]
+    names = ["latest.pt"]
+    if finished_epoch and cfg["ckpt_every"] and epoch % cfg["ckpt_every"] == 0:
+        names.append(f"epoch_{epoch:03d}.pt")
+    G_eval = generator_from_config(cfg).to(device)
+    G_eval.load_state_dict(state["G_eval"])
+    G_eval.eval()
+    if fid_meter is not None and finished_epoch and epoch % cfg["fid_every"] == 0:
+        fid = fid_meter(G_eval)
+        log.append({"step": step, "epoch": epoch, "fid": f"{fid:.4f}"})
+        plot_fid(log.read(), out_dir / "fid.png")
+        tqdm.write(f"epoch {epoch}: FID {fid:.2f} ({cfg['fid_n']} samples; best before {best_fid:.2f})")
+        if fid < best_fid:
+            best_fid = state["best_fid"] = fid
+            names.append("best.pt")
+    for name in names:
+        save_checkpoint(ckpt_dir / name, state)
+    if finished_epoch or stopping:
+        grid_name = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:06d}.png"
+        save_png(grid_image(render(G_eval, state["fixed_noise"], device)), out_dir / "samples" / grid_name)
+        plot_losses(log.read(), out_dir / "loss.png")
+        tqdm.write(f"iteration {step}, epoch {epoch if finished_epoch else epoch + 1}: saved "
+                   f"{ckpt_dir}/latest.pt and {out_dir}/samples/{grid_name}")
+    return best_fid
 
 
 class FidMeter:

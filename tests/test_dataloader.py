@@ -36,7 +36,7 @@ def test_packed_dataset_round_trip(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"count": 10, "res": 32}))
     dataset = open_dataset(str(tmp_path), 32)
     batch, skipped = dataset[[7, 2]]
-    assert skipped == 0 and torch.equal(batch, torch.from_numpy(images[[2, 7]]))
+    assert skipped == 0 and torch.equal(batch, torch.from_numpy(images[[7, 2]]))  # in the order asked
 
 
 def test_epoch_batches_cover_the_data_once_and_repeat_per_seed():

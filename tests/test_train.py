@@ -122,5 +122,5 @@ def test_fid_during_training_keeps_the_best_checkpoint(tmp_path):
     assert [e for e, _ in fids] == [1, 2] and all(v > 0 for _, v in fids)
     assert (tmp_path / "outputs" / "fid" / "fid.png").is_file()
     best = load(tmp_path / "checkpoints" / "fid" / "best.pt")
-    assert best["best_fid"] == min(v for _, v in fids)
+    assert abs(best["best_fid"] - min(v for _, v in fids)) < 1e-3  # metrics.csv keeps 4 decimals
     assert best["epoch"] == min(fids, key=lambda p: p[1])[0]

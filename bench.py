@@ -1,0 +1,224 @@
+"""Time DCGAN training iterations: FakeFaceGen's loop against the textbook loop, in one process, on one device.
+
+    python bench.py                          # 64 and 128 px, batch 128, ngf = ndf = 64, on the default device
+    python bench.py --res 64 --steps 10 --repeats 5 --device cpu --json bench.json
+
+The textbook loop (the PyTorch DCGAN example): float images from a DataLoader whose workers normalise
+them, default memory format, fp32, `.item()` on the losses every step. FakeFaceGen's loop: uint8 data
+kept on the device and drawn by index, scaling on the device, the speed options that `auto` picks on this
+device, and no host sync. Rows "fakefacegen ..." with an option switched show what each option is worth.
+Each figure is the median over --repeats timings of --steps iterations, after --warmup iterations.
+"""
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import dataloader
+from cli import ArgumentParser, UserError, atomic_path, resolve_device, run
+from train import DEFAULTS, make_models, make_optimizer, prepare_models, speed_settings, train_iteration
+
+
+class NormalisedImages(torch.utils.data.Dataset):
+    """The textbook dataset: one image at a time, turned into a normalised float tensor in the worker."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        x = torch.from_numpy(self.images[i]).permute(2, 0, 1).float().div(255)  # ToTensor
+        return (x - 0.5) / 0.5  # Normalize((0.5,) * 3, (0.5,) * 3)
+
+
+def naive_iteration(G, D, opt_g, opt_d, real, z):
+    """The PyTorch DCGAN example's step (with D returning logits), reading every loss back to the host."""
+    D.zero_grad()
+    out_real = D(real)
+    err_real = F.binary_cross_entropy_with_logits(out_real, torch.ones_like(out_real))
+    err_real.backward()
+    fake = G(z)
+    out_fake = D(fake.detach())
+    err_fake = F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake))
+    err_fake.backward()
+    opt_d.step()
+    G.zero_grad()
+    out = D(fake)
+    err_g = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+    err_g.backward()
+    opt_g.step()
+    return (err_real + err_fake).item(), err_g.item(), torch.sigmoid(out_real).mean().item(), \
+        torch.sigmoid(out_fake).mean().item()
+
+
+def rss_bytes(pid="self"):
+    """Resident memory of a process and its children (the loader's workers), from /proc."""
+    try:
+        total = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        real_pid = os.getpid() if pid == "self" else pid
+        children = Path(f"/proc/{real_pid}/task/{real_pid}/children").read_text().split()
+    except OSError:
+        return 0
+    return total + sum(rss_bytes(child) for child in children)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_loop(step, steps, warmup, repeats, batch, device):
+    """Median ms per iteration over `repeats` timings, and the peak memory seen while running."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    peak_rss = rss_bytes()
+    for _ in range(warmup):
+        step()
+    sync(device)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+            peak_rss = max(peak_rss, rss_bytes())
+        sync(device)
+        timings.append((time.perf_counter() - start) / steps)
+    ms = statistics.median(timings) * 1000
+    return {"ms_per_step": ms, "images_per_s": batch / ms * 1000, "peak_rss_mb": peak_rss / 2**20,
+            "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
+
+
+def naive_runner(cfg, images, device, workers):
+    G, D = make_models(cfg, device)
+    opt_g, opt_d = make_optimizer(G.parameters(), cfg, cfg["lr_g"]), make_optimizer(D.parameters(), cfg, cfg["lr_d"])
+    loader = torch.utils.data.DataLoader(NormalisedImages(images), batch_size=cfg["batch_size"], shuffle=True,
+                                         drop_last=True, num_workers=workers, persistent_workers=workers > 0)
+    batches = iter(())
+
+    def step():
+        nonlocal batches
+        real = next(batches, None)
+        if real is None:
+            batches = iter(loader)
+            real = next(batches)
+        naive_iteration(G, D, opt_g, opt_d, real.to(device), torch.randn(cfg["batch_size"], cfg["nz"], device=device))
+    return step
+
+
+class ArrayImages:
+    """In-memory uint8 images behind dataloader.batch_loader, as a packed dataset would be."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, indices):
+        return torch.from_numpy(self.images[np.asarray(indices)]), 0
+
+
+def fast_runner(cfg, images, device, options, workers=2):
+    """FakeFaceGen's loop as train.py runs it, with `options` overriding the speed settings."""
+    speed = {**speed_settings({**cfg, **options}, device)}
+    G, D = make_models(cfg, device)
+    opt_g = make_optimizer(G.parameters(), cfg, cfg["lr_g"], device)
+    opt_d = make_optimizer(D.parameters(), cfg, cfg["lr_d"], device)
+    G_step, D_step = prepare_models(G, D, speed, device)
+    generator = torch.Generator(device).manual_seed(0)
+    on_device = options.get("data_on_device", "on") == "on"
+    data = torch.from_numpy(images).to(device)
+    batches = iter(())
+    epoch = 0
+    window = torch.zeros(4, device=device)
+    memory_format = torch.channels_last if speed["channels_last"] else torch.contiguous_format
+
+    def noise(n):
+        return torch.randn(n, cfg["nz"], generator=generator, device=device)
+
+    def step():
+        nonlocal batches, epoch
+        batch = next(batches, None)
+        if batch is None:
+            order = dataloader.epoch_batches(len(images), cfg["batch_size"], 0, epoch)
+            epoch += 1
+            batches = iter(dataloader.device_batches(data, order) if on_device
+                           else dataloader.batch_loader(ArrayImages(images), order, workers))
+            batch = next(batches)
+        real = dataloader.to_model_input(batch[0], device).contiguous(memory_format=memory_format)
+        with torch.autocast(device.type, torch.bfloat16, enabled=speed["amp"]):
+            window.add_(train_iteration(G_step, D_step, opt_g, opt_d, [real], cfg, noise, generator))
+    return step, speed
+
+
+def variants(device, include_compile):
+    """(label, options) for FakeFaceGen's loop: the defaults of this device, then each option switched."""
+    auto = speed_settings({"channels_last": "auto", "amp": "auto", "compile": False}, device)
+    rows = [("fakefacegen (auto settings)", {})]
+    rows.append((f"  channels_last {'off' if auto['channels_last'] else 'on'}",
+                 {"channels_last": "off" if auto["channels_last"] else "on"}))
+    if device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        rows.append((f"  bf16 autocast {'off' if auto['amp'] else 'on'}", {"amp": "off" if auto["amp"] else "bf16"}))
+    rows.append(("  data through the loader", {"data_on_device": "off"}))
+    if include_compile:
+        rows.append(("  torch.compile on", {"compile": True}))
+    return rows
+
+
+def build_parser():
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("--res", type=int, nargs="+", default=[64, 128], help="resolutions (default 64 128)")
+    p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    p.add_argument("--width", type=int, default=64, help="ngf = ndf (default 64)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--steps", type=int, default=5, help="iterations per timing (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="iterations before timing (default 2)")
+    p.add_argument("--repeats", type=int, default=3, help="timings per row; the median is shown (default 3)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the textbook loop (default 2)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to warm up)")
+    p.add_argument("--json", default="outputs/bench.json", help="where to write the table as JSON")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if min(args.steps, args.repeats, args.batch) < 1 or args.warmup < 0:
+        raise UserError("--steps, --repeats and --batch must be at least 1")
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}; batch {args.batch}, ngf = ndf = {args.width}; "
+          f"median of {args.repeats} x {args.steps} iterations after {args.warmup} warm-up")
+    results = []
+    for res in args.res:
+        cfg = {**DEFAULTS, "res": res, "batch_size": args.batch, "ngf": args.width, "ndf": args.width}
+        images = dataloader.toyfaces(range(args.batch * 4), res)[0]
+        rows = [("textbook loop", lambda: naive_runner(cfg, images, device, args.workers))]
+        rows += [(label, lambda o=options: fast_runner(cfg, images, device, o, args.workers)[0]) for label, options
+                 in variants(device, args.compile)]
+        print(f"\n{res} px          {'images/s':>10} {'ms/step':>9} {'peak RSS MB':>12} {'peak CUDA MB':>13} {'vs textbook':>12}")
+        baseline = None
+        for label, make in rows:
+            figures = time_loop(make(), args.steps, args.warmup, args.repeats, args.batch, device)
+            baseline = baseline or figures["images_per_s"]
+            figures.update(res=res, loop=label.strip(), ratio=figures["images_per_s"] / baseline)
+            results.append(figures)
+            cuda = f"{figures['peak_cuda_mb']:.0f}" if figures["peak_cuda_mb"] is not None else "-"
+            print(f"{label:28s} {figures['images_per_s']:10.1f} {figures['ms_per_step']:9.1f} "
+                  f"{figures['peak_rss_mb']:12.0f} {cuda:>13} {figures['ratio']:11.2f}x", flush=True)
+    with atomic_path(args.json) as tmp:
+        tmp.write_text(json.dumps({"device": name, "torch": torch.__version__, "batch": args.batch,
+                                   "width": args.width, "results": results}, indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    run(main)
