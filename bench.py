@@ -7,7 +7,9 @@ The textbook loop (the PyTorch DCGAN example): float images from a DataLoader wh
 them, default memory format, fp32, `.item()` on the losses every step. FakeFaceGen's loop: uint8 data
 kept on the device and drawn by index, scaling on the device, the speed options that `auto` picks on this
 device, and no host sync. Rows "fakefacegen ..." with an option switched show what each option is worth.
-Each figure is the median over --repeats timings of --steps iterations, after --warmup iterations.
+Each figure is the median over --repeats timings of --steps iterations, after --warmup iterations; the
+loops are timed in turns, so a busy machine slows them alike. Peak RSS is the whole process's (and its
+loader workers') while that loop ran, so it includes what earlier loops left allocated.
 """
 import json
 import os
@@ -74,25 +76,34 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_loop(step, steps, warmup, repeats, batch, device):
-    """Median ms per iteration over `repeats` timings, and the peak memory seen while running."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    peak_rss = rss_bytes()
-    for _ in range(warmup):
-        step()
-    sync(device)
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
+def time_rows(steps_by_label, steps, warmup, repeats, batch, device):
+    """Median ms per iteration of each loop, timed in turns (loop A, B, C, A, B, C, ...) so that a busy
+    machine slows every row alike, and the peak memory seen while each ran."""
+    peaks = {label: {"rss": 0, "cuda": 0} for label in steps_by_label}
+    timings = {label: [] for label in steps_by_label}
+    for step in steps_by_label.values():
+        for _ in range(warmup):
             step()
-            peak_rss = max(peak_rss, rss_bytes())
-        sync(device)
-        timings.append((time.perf_counter() - start) / steps)
-    ms = statistics.median(timings) * 1000
-    return {"ms_per_step": ms, "images_per_s": batch / ms * 1000, "peak_rss_mb": peak_rss / 2**20,
-            "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
+    for _ in range(repeats):
+        for label, step in steps_by_label.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+                peaks[label]["rss"] = max(peaks[label]["rss"], rss_bytes())
+            sync(device)
+            timings[label].append((time.perf_counter() - start) / steps)
+            if device.type == "cuda":
+                peaks[label]["cuda"] = max(peaks[label]["cuda"], torch.cuda.max_memory_allocated(device))
+    rows = {}
+    for label, values in timings.items():
+        ms = statistics.median(values) * 1000
+        rows[label] = {"ms_per_step": ms, "images_per_s": batch / ms * 1000,
+                       "peak_rss_mb": peaks[label]["rss"] / 2**20,
+                       "peak_cuda_mb": peaks[label]["cuda"] / 2**20 if device.type == "cuda" else None}
+    return rows
 
 
 def naive_runner(cfg, images, device, workers):
@@ -201,19 +212,19 @@ def main(argv=None):
     for res in args.res:
         cfg = {**DEFAULTS, "res": res, "batch_size": args.batch, "ngf": args.width, "ndf": args.width}
         images = dataloader.toyfaces(range(args.batch * 4), res)[0]
-        rows = [("textbook loop", lambda: naive_runner(cfg, images, device, args.workers))]
-        rows += [(label, lambda o=options: fast_runner(cfg, images, device, o, args.workers)[0]) for label, options
-                 in variants(device, args.compile)]
-        print(f"\n{res} px          {'images/s':>10} {'ms/step':>9} {'peak RSS MB':>12} {'peak CUDA MB':>13} {'vs textbook':>12}")
-        baseline = None
-        for label, make in rows:
-            figures = time_loop(make(), args.steps, args.warmup, args.repeats, args.batch, device)
-            baseline = baseline or figures["images_per_s"]
-            figures.update(res=res, loop=label.strip(), ratio=figures["images_per_s"] / baseline)
-            results.append(figures)
-            cuda = f"{figures['peak_cuda_mb']:.0f}" if figures["peak_cuda_mb"] is not None else "-"
-            print(f"{label:28s} {figures['images_per_s']:10.1f} {figures['ms_per_step']:9.1f} "
-                  f"{figures['peak_rss_mb']:12.0f} {cuda:>13} {figures['ratio']:11.2f}x", flush=True)
+        steps = {"textbook loop": naive_runner(cfg, images, device, args.workers)}
+        steps.update({label: fast_runner(cfg, images, device, options, args.workers)[0]
+                      for label, options in variants(device, args.compile)})
+        print(f"\n{res} px {'':20s} {'images/s':>10} {'ms/step':>9} {'peak RSS MB':>12} {'peak CUDA MB':>13} "
+              f"{'vs textbook':>12}", flush=True)
+        figures = time_rows(steps, args.steps, args.warmup, args.repeats, args.batch, device)
+        baseline = figures["textbook loop"]["images_per_s"]
+        for label, row in figures.items():
+            row.update(res=res, loop=label.strip(), ratio=row["images_per_s"] / baseline)
+            results.append(row)
+            cuda = f"{row['peak_cuda_mb']:.0f}" if row["peak_cuda_mb"] is not None else "-"
+            print(f"{label:28s} {row['images_per_s']:10.1f} {row['ms_per_step']:9.1f} {row['peak_rss_mb']:12.0f} "
+                  f"{cuda:>13} {row['ratio']:11.2f}x", flush=True)
     with atomic_path(args.json) as tmp:
         tmp.write_text(json.dumps({"device": name, "torch": torch.__version__, "batch": args.batch,
                                    "width": args.width, "results": results}, indent=2) + "\n")
