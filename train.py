@@ -410,6 +410,14 @@ class Distributed:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def same_on_all(self, value):
+        """Rank 0's value of a picklable object, on every rank."""
+        if self.size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def wrap(self, model):
         if self.size == 1:
             return model
@@ -475,7 +483,7 @@ def train(cfg, given, world):
     if cfg["batch_size"] % world.size:
         raise UserError(f"--batch-size {cfg['batch_size']} is the global batch: make it a multiple of the "
                         f"{world.size} processes")
-    cfg["run"] = cfg["run"] or default_run_name(cfg)
+    cfg["run"] = world.same_on_all(cfg["run"] or default_run_name(cfg))  # the clocks of ranks may differ
     device = world.device
     speed = speed_settings(cfg, device)
     if device.type == "cuda":  # TF32 for training; evaluate_fid switches it off for its features
