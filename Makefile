@@ -1,4 +1,4 @@
-# make demo: set up .venv, train on the built-in toy faces, draw a grid and an interpolation.
+# make demo: set up .venv, train on the built-in toy faces, draw a grid and an interpolation, measure FID.
 # make test: set up .venv, run the test suite.
 PYTHON ?= python3
 VENV := .venv
@@ -25,9 +25,12 @@ demo: setup
 	fi
 	$(PY) generate.py --ckpt checkpoints/demo/latest.pt --out outputs/demo/grid.png
 	$(PY) generate.py --ckpt checkpoints/demo/latest.pt --interp 6 --out outputs/demo/interp.png
+	@# 256 samples keep the demo quick on a CPU; FID at this N is biased upward (the script says so): see README.
+	$(PY) evaluate_fid.py --ckpt checkpoints/demo/latest.pt --real toyfaces --n 256 --json outputs/demo/fid.json
 	@echo
 	@echo "demo done: training grids in outputs/demo/samples/, losses in outputs/demo/loss.png,"
-	@echo "samples in outputs/demo/grid.png, interpolation in outputs/demo/interp.png and .gif"
+	@echo "samples in outputs/demo/grid.png, interpolation in outputs/demo/interp.png and .gif,"
+	@echo "FID and KID against the toy faces in outputs/demo/fid.json"
 
 # Debian's Chromium drives the explorer's browser test (Playwright uses it; it never downloads a browser).
 # Installing it needs root; where it cannot be installed, that one test skips and says why.
