@@ -236,6 +236,8 @@ def torchscript_to_state_dict(path):
 
 def model_from_state_dict(state):
     """FIDInceptionV3 in eval mode from ours or pytorch-fid's state dict (whose extra fc.* layer is unused)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"not an FID Inception-v3 state dict (a {type(state).__name__})")
     state = {k: v for k, v in state.items() if not k.startswith(("fc.", "AuxLogits."))}
     model = FIDInceptionV3()
     expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
