@@ -175,7 +175,7 @@ def variants(device, include_compile):
     rows = [("fakefacegen (auto settings)", {})]
     rows.append((f"  channels_last {'off' if auto['channels_last'] else 'on'}",
                  {"channels_last": "off" if auto["channels_last"] else "on"}))
-    if device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+    if auto["amp"]:
         rows.append((f"  bf16 autocast {'off' if auto['amp'] else 'on'}", {"amp": "off" if auto["amp"] else "bf16"}))
     rows.append(("  data through the loader", {"data_on_device": "off"}))
     if include_compile:

@@ -90,8 +90,10 @@ def build_parser():
     add("--recal-samples", type=int, help="noise samples to recalibrate G's BatchNorm for eval (default 4096)")
     add("--data-on-device", choices=("auto", "on", "off"), help="keep the dataset as uint8 on the device and "
         "draw batches by index (auto: when it takes under half the free memory)")
-    add("--channels-last", choices=("auto", "on", "off"), help="NHWC memory format (auto: on for CUDA)")
-    add("--amp", choices=("auto", "bf16", "off"), help="bf16 autocast (auto: on for CUDA)")
+    add("--channels-last", choices=("auto", "on", "off"),
+        help="NHWC memory format (auto: on for CUDA and AVX-512 CPUs)")
+    add("--amp", choices=("auto", "bf16", "off"), help="bf16 autocast, losses in fp32 "
+        "(auto: on for CUDA and AVX-512 CPUs)")
     add("--compile", action=argparse.BooleanOptionalAction, help="torch.compile G and D (default off)")
     add("--fid-every", type=int, help="FID every this many epochs into metrics.csv and fid.png; best.pt (0: off)")
     add("--fid-n", type=int, help="generated images per FID (default 5000; below 2048 FID is rank-deficient)")
@@ -443,11 +445,19 @@ class Distributed:
             dist.destroy_process_group()
 
 
+def fast_bf16(device):
+    """Whether bf16 convolutions pay here: on CUDA with bf16, and on CPUs with AVX-512, where oneDNN made a step
+    2x faster (bench.py); on AVX2 it emulates them and a step was 18x slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def speed_settings(cfg, device):
     """Resolve the `auto` speed options to what bench.py measured fastest on this kind of device."""
-    cuda = device.type == "cuda"
-    return {"channels_last": cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and cuda),
-            "amp": cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and cuda and torch.cuda.is_bf16_supported()),
+    nhwc_pays = device.type == "cuda" or fast_bf16(device)  # oneDNN's fast kernels are NHWC too
+    return {"channels_last": cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and nhwc_pays),
+            "amp": cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and fast_bf16(device)),
             "compile": bool(cfg["compile"])}
 
 
