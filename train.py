@@ -513,7 +513,7 @@ def train(cfg, given, world):
                         "or pick another --run")
     if world.main:
         if cfg["data"] == dataloader.TOYFACES:
-            print("no --data given: training on the built-in toy faces (pass --data for real images)")
+            print("training on the built-in toy faces (--data PATH trains on real images)")
         (out_dir / "samples").mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "config.json", cfg)
     device_images = dataloader.load_to_device(dataset, device) if on_device else None
