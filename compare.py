@@ -6,7 +6,8 @@
 Each config trains in its own run (outputs/compare-<name>/ and checkpoints/compare-<name>/) for --minutes of
 training or --steps iterations, whichever you give; flags after `--` go to every train.py run. The figure
 (comparison.png) draws the smoothed D and G losses of every run against training time, and FID where measured;
-the table (comparison.md, also printed) lists the final losses, iterations, images seen and FID.
+the table (comparison.md, also printed) lists the final losses, iterations, images seen and FID; samples.png
+puts the top rows of every run's last sample grid side by side.
 """
 import csv
 import json
@@ -97,6 +98,30 @@ def plot(results, path):
     plt.close(fig)
 
 
+def sample_sheet(results, path, rows=4, columns=4):
+    """The top `rows` rows of each run's last training grid, labelled, `columns` runs across."""
+    from PIL import Image, ImageDraw
+
+    panels = []
+    for r in results:
+        grids = list((Path("outputs") / r["name"] / "samples").glob("*.png"))
+        if grids:
+            grid = Image.open(max(grids, key=lambda p: p.stat().st_mtime_ns)).convert("RGB")
+            panels.append((r["name"], grid.crop((0, 0, grid.width, round(grid.height * rows / 8)))))
+    if not panels:
+        return
+    width, height = max(p.width for _, p in panels), max(p.height for _, p in panels)
+    across = min(columns, len(panels))
+    sheet = Image.new("RGB", (across * (width + 10) - 10, -(-len(panels) // across) * (height + 24)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (name, panel) in enumerate(panels):
+        x, y = (i % across) * (width + 10), (i // across) * (height + 24)
+        sheet.paste(panel, (x, y + 18))
+        draw.text((x + 2, y + 3), name, fill="black")
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format="png")
+
+
 def table(results):
     lines = ["| config | iterations | images seen | minutes | D loss | G loss | FID |", "|---|---|---|---|---|---|---|"]
     for r in results:
@@ -133,6 +158,7 @@ def main(argv=None):
         results.append({"name": name, "config": cfg, "rows": rows, "fid": fid, "code": code})
     out = Path(args.out)
     plot([r for r in results if r["rows"]], out / "comparison.png")
+    sample_sheet(results, out / "samples.png")
     text = table(results)
     with atomic_path(out / "comparison.md") as tmp:
         tmp.write_text(text + "\n")
@@ -140,7 +166,7 @@ def main(argv=None):
         tmp.write_text(json.dumps([{k: r[k] for k in ("name", "fid", "code")} | {"final": r["rows"][-1:]}
                                    for r in results], indent=2) + "\n")
     print(text)
-    print(f"wrote {out / 'comparison.png'} and {out / 'comparison.md'}")
+    print(f"wrote {out / 'comparison.png'}, {out / 'samples.png'} and {out / 'comparison.md'}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 import csv
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import diffaug
 import losses
@@ -111,3 +113,8 @@ def test_compare_draws_every_config_on_one_figure(tmp_path):
     assert all(line.split(" | ")[1] == "3" for line in table[2:])  # the same budget for each
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
     assert "compare-sgd" in result.stdout
+    sheet = np.asarray(Image.open(tmp_path / "cmp" / "samples.png"))
+    last_grid = np.asarray(Image.open(tmp_path / "outputs" / "compare-sgd" / "samples" / "step_000003.png"))
+    width, top = last_grid.shape[1], round(last_grid.shape[0] / 2)
+    assert sheet.shape[1] == 2 * width + 10  # the two runs side by side
+    assert np.array_equal(sheet[18:18 + top, width + 10:], last_grid[:top, :, :3])
