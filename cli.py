@@ -1,11 +1,8 @@
-"""Conventions shared by every script: one-line errors, --device, --config files, atomic writes."""
+"""Conventions shared by every script: one-line errors (exit status 2), --device, --config files."""
 import argparse
-import contextlib
-import os
 import sys
 import tomllib
 from pathlib import Path
-
 
 
 class UserError(Exception):
@@ -37,7 +34,7 @@ def run(main):
 
 def resolve_device(name):
     """auto | cpu | cuda | cuda:N -> torch.device, refusing a CUDA device that is not there."""
-    import torch  # here, so that scripts without a model (preprocess.py) start without loading torch
+    import torch  # here: packing photos (photo_packing.py, bench_preprocess.py) imports cli and never needs torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -100,19 +97,3 @@ def _check_type(key, value, default, choices, source):
         raise UserError(f"{key} = {value!r} in {source} should be a {expected.__name__}")
     if choices and value not in choices:
         raise UserError(f"{key} = {value!r} in {source} is not one of {', '.join(map(str, choices))}")
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
-
-    A crash or kill midway leaves the previous file untouched (at worst a stray .tmp file).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

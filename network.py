@@ -8,6 +8,8 @@ from torch.nn.utils.parametrize import is_parametrized
 
 RESOLUTIONS = (32, 64, 96, 128, 256)
 D_NORMS = ("batch", "none", "spectral")
+G_ARCHITECTURE_KEYS = ("res", "nz", "ngf", "g_act")  # the settings a generator's weights depend on
+D_ARCHITECTURE_KEYS = ("ndf", "d_norm")
 MAX_WIDTH_MULT = 16  # caps the widest layer at 16*ngf so 256 px stays a reasonable size
 
 
@@ -96,5 +98,17 @@ def init_dcgan(model):
     return model
 
 
-def count_parameters(model):
-    return sum(p.numel() for p in model.parameters())
+def generator_from_config(cfg):
+    return Generator(cfg["res"], cfg["nz"], cfg["ngf"], cfg["g_act"])
+
+
+def models_from_config(cfg, device):
+    """G and D as cfg describes them, initialised from cfg["seed"]: the initial weights are part of what a
+    seed reproduces."""
+    torch.manual_seed(cfg["seed"])
+    G = generator_from_config(cfg)
+    D = Discriminator(cfg["res"], cfg["ndf"], cfg["d_norm"])
+    if cfg["init"] == "dcgan":
+        init_dcgan(G)
+        init_dcgan(D)
+    return G.to(device), D.to(device)

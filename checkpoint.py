@@ -1,0 +1,132 @@
+"""The one checkpoint layout: TrainState owns everything a run is, and its state_dict() is what a checkpoint
+file holds. Files are saved atomically and loaded with torch.load(weights_only=True): data, never code.
+
+    G, D, G_ema (with --ema), opt_g, opt_d    the training modules and optimisers
+    G_eval                                    the sampler (G_ema or G) with BatchNorm recalibrated for eval
+    epoch, batch_in_epoch, step               where the run is
+    fixed_noise, rng, log_window, best_fid    the grid's noise, random states, unlogged metric sums, best FID
+    config                                    every setting, so a sampler needs nothing but this file
+"""
+import copy
+from pathlib import Path
+
+import torch
+
+from cli import UserError
+from files import atomic_path
+from network import generator_from_config, models_from_config
+from runs import METRICS
+from sampling import recalibrated_copy
+
+GRID_SIZE = 64  # the fixed noise: an 8x8 grid every epoch
+
+
+def make_optimizer(params, cfg, lr, device="cpu"):
+    if cfg["optim"] == "adam":  # the fused kernel updates all parameters at once on CUDA
+        return torch.optim.Adam(params, lr=lr, betas=(cfg["beta1"], cfg["beta2"]),
+                                fused=torch.device(device).type == "cuda")
+    if cfg["optim"] == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg["beta1"])
+
+
+class TrainState:
+    """G, D, the EMA of G, both optimisers, counters and random state of one run, seeded by cfg["seed"].
+
+    Noise and flips come from `noise_generator`; the data order from (seed, epoch); torch's global state
+    seeds loader workers. `log_window` sums the metrics since the last log line (its last slot counts the
+    iterations summed), on the device, so the loop never waits for the host.
+    """
+
+    def __init__(self, cfg, device):
+        self.cfg = cfg
+        self.G, self.D = models_from_config(cfg, device)
+        self.G_ema = copy.deepcopy(self.G) if cfg["ema"] else None
+        self.opt_g = make_optimizer(self.G.parameters(), cfg, cfg["lr_g"], device)
+        self.opt_d = make_optimizer(self.D.parameters(), cfg, cfg["lr_d"], device)
+        self.noise_generator = torch.Generator(device).manual_seed(cfg["seed"])
+        self.fixed_noise = torch.randn(GRID_SIZE, cfg["nz"], generator=torch.Generator().manual_seed(cfg["seed"] + 1))
+        self.epoch = self.batch_in_epoch = self.step = 0
+        self.log_window = torch.zeros(len(METRICS) + 1, device=device)
+        self.best_fid = float("inf")
+        self.device = torch.device(device)
+
+    def sampler(self):
+        """The G that samples are drawn from: the EMA when there is one."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    def eval_generator(self):
+        return recalibrated_copy(self.sampler(), self.cfg["recal_samples"], self.cfg["nz"], self.device)
+
+    def state_dict(self, G_eval=None):
+        """The checkpoint; G_eval is the recalibrated sampler, computed here unless the caller has it."""
+        G_eval = G_eval if G_eval is not None else self.eval_generator()
+        state = {"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
+                 "opt_d": self.opt_d.state_dict(), "G_eval": G_eval.state_dict(), "epoch": self.epoch,
+                 "batch_in_epoch": self.batch_in_epoch, "step": self.step, "fixed_noise": self.fixed_noise,
+                 "rng": {"torch": torch.get_rng_state(), "noise": self.noise_generator.get_state()},
+                 "log_window": self.log_window, "best_fid": self.best_fid, "config": self.cfg}
+        if self.G_ema is not None:
+            state["G_ema"] = self.G_ema.state_dict()
+        return state
+
+    def load_state_dict(self, state):
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
+        self.fixed_noise = state["fixed_noise"]
+        torch.set_rng_state(state["rng"]["torch"])
+        self.noise_generator.set_state(state["rng"]["noise"].cpu())
+        self.log_window = state["log_window"].to(self.device)
+        self.best_fid = state.get("best_fid", float("inf"))
+
+
+def save_checkpoint(path, state):
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path, device="cpu"):
+    """A checkpoint as a dict of tensors and plain values; a bad file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found: pass a file from checkpoints/<run>/")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # truncated zip, pickle of code, random bytes: all mean "not a checkpoint"
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path} is not a readable checkpoint ({reason}): use another file from the run, "
+                        "e.g. latest.pt or an epoch_NNN.pt") from None
+    if not isinstance(ckpt, dict) or not {"G_eval", "config"} <= set(ckpt):
+        raise UserError(f"{path} is not a FakeFaceGen checkpoint (no generator inside): pass one written "
+                        "by train.py")
+    return ckpt
+
+
+def load_training_checkpoint(path):
+    """A checkpoint to resume from: one that holds the optimisers, not only a sampler."""
+    ckpt = load_checkpoint(path)
+    if "opt_d" not in ckpt:
+        raise UserError(f"{path} holds no optimiser state (not a training checkpoint): resume from latest.pt "
+                        "or an epoch_NNN.pt")
+    return ckpt
+
+
+def generator_from_state(ckpt, path, device="cpu"):
+    """The sampling generator (eval mode, BatchNorm recalibrated) of a loaded checkpoint."""
+    G = generator_from_config(ckpt["config"]).to(device)
+    try:
+        G.load_state_dict(ckpt["G_eval"])
+    except RuntimeError:
+        raise UserError(f"{path}: the weights do not fit the architecture in its config") from None
+    return G.eval()
+
+
+def load_generator(path, device="cpu"):
+    """The checkpoint's sampling generator and its config: all that generate.py and the tools need."""
+    ckpt = load_checkpoint(path, device)
+    return generator_from_state(ckpt, path, device), ckpt["config"]

@@ -1,0 +1,80 @@
+"""Where a run's files live: outputs/<run>/ (config.json, metrics.csv, samples/, plots) and
+checkpoints/<run>/ (latest.pt, epoch_NNN.pt, best.pt), relative to where the command runs."""
+import csv
+from datetime import datetime
+from pathlib import Path
+
+from cli import UserError
+from files import atomic_path
+
+OUTPUTS, CHECKPOINTS = Path("outputs"), Path("checkpoints")
+METRICS = ("loss_d", "loss_g", "d_real", "d_fake")  # per log line: means over the iterations since the last
+
+
+def output_dir(run):
+    return OUTPUTS / run
+
+
+def checkpoint_dir(run):
+    return CHECKPOINTS / run
+
+
+def run_of_checkpoint(ckpt_path):
+    """The run a checkpoint belongs to: the name of the folder it sits in."""
+    return Path(ckpt_path).resolve().parent.name
+
+
+def default_run_name(cfg):
+    """<config or data name>-<res>px-<date>-<time>: the prefix is how --resume auto finds it again."""
+    stem = Path(cfg["config"]).stem if cfg["config"] else Path(str(cfg["data"])).name
+    return f"{stem}-{cfg['res']}px-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def find_resume_checkpoint(resume, cfg, run_given):
+    """--resume auto|PATH -> a checkpoint path, or a UserError that says what is there to resume."""
+    if resume != "auto":
+        return Path(resume)
+    if run_given:
+        candidates = [checkpoint_dir(cfg["run"]) / "latest.pt"]
+    else:  # the newest run made from the same config (or data) at the same resolution
+        prefix = default_run_name(cfg).rsplit("-", 2)[0] + "-"
+        candidates = sorted(CHECKPOINTS.glob(f"{prefix}*/latest.pt"), key=lambda p: p.stat().st_mtime)
+    existing = [p for p in candidates if p.is_file()]
+    if not existing:
+        raise UserError("--resume auto found no checkpoints/<run>/latest.pt for this run: start without "
+                        "--resume, or name the run with --run or the file with --resume PATH")
+    return existing[-1]
+
+
+class MetricsLog:
+    """metrics.csv, one line per --log-every iterations; on resume, lines past the checkpoint are dropped."""
+
+    COLUMNS = ("step", "epoch") + METRICS + ("images_per_s", "elapsed_s", "fid")
+
+    def __init__(self, path, resume_step=None):
+        self.path = path
+        rows = []
+        if resume_step is not None and path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        with atomic_path(path) as tmp:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, self.COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+        self.elapsed = float(rows[-1]["elapsed_s"]) if rows else 0.0
+
+    def append(self, row):
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.COLUMNS).writerow(row)
+
+    def read(self):
+        return read_metrics(self.path)
+
+
+def read_metrics(path):
+    """The rows of a metrics.csv as dicts of strings ([] if there is none yet)."""
+    if not Path(path).exists():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,73 @@
+"""Drawing faces from a generator: seed-indexed noise, rendering to uint8, interpolation paths and the
+BatchNorm recalibration that makes eval-mode samples match training."""
+import copy
+
+import torch
+
+
+def sample_noise(seeds, nz):
+    """One latent vector per seed, each from its own generator: seed s gives the same face whatever --n is."""
+    return torch.stack([torch.randn(nz, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+@torch.no_grad()
+def render(G, z, device, batch_size=256):
+    """Latents -> uint8 images (N, H, W, 3), in batches; eval mode makes each image independent of the rest."""
+    images = []
+    for chunk in z.split(batch_size):
+        x = G(chunk.to(device)).float()
+        images.append(x.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
+    return torch.cat(images).numpy()
+
+
+def generated_batches(G, n, seed, device, batch_size):
+    """uint8 samples of seeds seed..seed+n-1, rounded as generate.py saves them (what pytorch-fid would
+    read from those PNGs); G is put in eval mode for the duration."""
+    was_training = G.training
+    G.eval()
+    try:
+        for start in range(0, n, batch_size):
+            seeds = range(seed + start, seed + min(n, start + batch_size))
+            yield render(G, sample_noise(seeds, G.nz), device, batch_size)
+    finally:
+        G.train(was_training)
+
+
+def slerp(a, b, t):
+    """Spherical interpolation: keeps the norm that Gaussian latents concentrate around."""
+    cos = torch.dot(a / a.norm(), b / b.norm()).clamp(-1, 1)
+    omega = torch.arccos(cos)
+    if omega.abs() < 1e-4:
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+def interpolation_latents(z, frames):
+    """Frames along slerp paths z0 -> z1 -> ... -> z0, so the GIF loops without a jump."""
+    path = []
+    for a, b in zip(z, torch.roll(z, -1, 0)):
+        path += [slerp(a, b, t) for t in torch.arange(frames) / frames]
+    return torch.stack(path)
+
+
+@torch.no_grad()
+def recalibrated_copy(G, samples, nz, device, batch_size=256):
+    """A copy of G whose BatchNorm running statistics are the exact averages over `samples` noise vectors.
+
+    Training-mode BatchNorm normalises with each batch's statistics; the running averages it keeps lag
+    behind weights that move every step, so eval-mode samples drawn with them are often washed out or
+    broken. Re-estimating them on the final weights makes eval mode match training mode, and lets each
+    sample be drawn on its own. The noise comes from a fixed seed, so the copy depends on G alone.
+    """
+    G_eval = copy.deepcopy(G).train()
+    for module in G_eval.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average over all the batches below
+    generator = torch.Generator().manual_seed(0)
+    for start in range(0, samples, batch_size):
+        G_eval(torch.randn(min(batch_size, samples - start), nz, generator=generator).to(device))
+    for module in G_eval.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1
+    return G_eval.eval()
