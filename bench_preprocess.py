@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import preprocess
 from cli import UserError, run
+from image_files import RESAMPLE, crop_box, find_images, parse_crop
+from photo_packing import default_workers, pack_source
 
 DEFAULT_SRC = Path(__file__).resolve().parent.parent / "shared" / "data" / "celeba_sample"
 
@@ -34,8 +35,8 @@ def naive(files, res, crop, out_dir):
     faces = []
     for path in files:
         image = Image.open(path).convert("RGB")
-        box = preprocess.crop_box(image.size, crop)
-        faces.append(np.asarray(image.crop(box).resize((res, res), preprocess.RESAMPLE)))
+        box = crop_box(image.size, crop)
+        faces.append(np.asarray(image.crop(box).resize((res, res), RESAMPLE)))
     np.save(Path(out_dir) / "images.npy", np.stack(faces))
     return len(faces)
 
@@ -46,10 +47,10 @@ def measure(method, src, res, crop, limit, workers):
         cpu_before = cpu_seconds()
         started = time.perf_counter()
         if method == "naive":
-            count = naive(preprocess.find_images(src)[:limit], res, crop, tmp)
+            count = naive(find_images(src)[:limit], res, crop, tmp)
         else:
-            kept, skipped = preprocess.pack_source(src, Path(tmp) / "out", res, crop, limit, workers,
-                                                   draft=method != "preprocess-no-draft")
+            kept, skipped = pack_source(src, Path(tmp) / "out", res, crop, limit, workers,
+                                        draft=method != "preprocess-no-draft")
             count = len(kept) + len(skipped)
         seconds = time.perf_counter() - started
         cpu = cpu_seconds() - cpu_before
@@ -108,18 +109,18 @@ def main():
     parser.add_argument("--res", type=int, default=64)
     parser.add_argument("--crop", default="celeba")
     parser.add_argument("--limit", type=int, help="only the first N photos")
-    parser.add_argument("--workers", type=int, default=preprocess.default_workers())
+    parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--repeat", type=int, default=1, help="runs of each method, best one counts")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: run one method in this process
     args = parser.parse_args()
     if not args.src.is_dir():
         raise UserError(f"--src {args.src} is not a folder: give a folder of photos")
-    crop = preprocess.parse_crop(args.crop)
+    crop = parse_crop(args.crop)
     if args.measure:
         print(json.dumps(measure(args.measure, args.src, args.res, crop, args.limit, args.workers)))
         return
 
-    files = preprocess.find_images(args.src)[:args.limit]
+    files = find_images(args.src)[:args.limit]
     megabytes = warm_cache(files) / 1e6
     print(f"{len(files)} photos ({megabytes:.0f} MB) from {args.src}, {args.res} px, crop {args.crop}, "
           f"{os.cpu_count()} CPU cores, {args.workers} workers")

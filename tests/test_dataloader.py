@@ -3,8 +3,8 @@ import json
 import numpy as np
 import torch
 
-import dataloader
-from dataloader import epoch_batches, open_dataset, to_model_input, toyfaces
+from dataloader import epoch_batches, open_dataset, to_model_input
+from toyfaces import TOY_ATTRIBUTES, toyfaces
 
 
 def test_toyfaces_depend_only_on_seed_and_index():
@@ -13,7 +13,7 @@ def test_toyfaces_depend_only_on_seed_and_index():
     assert batch.dtype == np.uint8 and batch.shape == (3, 64, 64, 3)
     assert np.array_equal(batch[1], alone[0])
     assert not np.array_equal(toyfaces([6], 64, seed=4)[0], alone)
-    assert set(attrs) == set(dataloader.TOY_ATTRIBUTES)
+    assert set(attrs) == set(TOY_ATTRIBUTES)
 
 
 def test_toyfaces_vary_and_attributes_show():

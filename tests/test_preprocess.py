@@ -18,11 +18,14 @@ import torch
 from PIL import Image
 
 import dataloader
+import image_files
 import network
+import packed
 import preprocess
 from cli import UserError
 from conftest import REPO, SHARED, assert_one_line_error, run_script
-from preprocess import BadImage, load_face
+from image_files import BadImage, load_face
+from toyfaces import toyfaces
 
 RED, GREEN, BLUE, WHITE, GREY = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (128, 128, 128)
 
@@ -58,7 +61,7 @@ def close(pixel, colour, tolerance=12):
 def celeba_like():
     """A 178x218 'aligned photo': blue background, green CelebA box, a white marker in its top-left."""
     image = solid((178, 218), BLUE)
-    left, top, right, bottom = preprocess.CELEBA_BOX
+    left, top, right, bottom = image_files.CELEBA_BOX
     image.paste(GREEN, (left, top, right, bottom))
     image.paste(WHITE, (left, top, left + 35, top + 35))  # a quarter of the box side
     return image
@@ -251,7 +254,7 @@ def test_limit_and_synthetic(tmp_path):
     out = tmp_path / "toy"
     preprocess.main(["--synthetic", "10", "--seed", "3", "--out", str(out), "--res", "32"])
     meta = json.loads((out / "dataset.json").read_text())
-    pixels, attributes = dataloader.toyfaces(list(range(10)), 32, 3)
+    pixels, attributes = toyfaces(list(range(10)), 32, 3)
     assert np.array_equal(np.load(out / "images.npy"), pixels)
     assert meta["seed"] == 3 and meta["count"] == 10
     assert meta["attributes"] == {name: values.tolist() for name, values in attributes.items()}
@@ -263,10 +266,10 @@ def test_shrink_npy_keeps_the_first_rows(tmp_path):
     array[:] = np.arange(1000)[:, None, None, None] % 251
     array.flush()
     del array
-    preprocess.shrink_npy(path, 7)
+    packed.shrink_npy(path, 7)
     shrunk = np.load(path)
     assert shrunk.shape == (7, 4, 4, 3) and (shrunk[:, 0, 0, 0] == np.arange(7)).all()
-    assert path.stat().st_size == preprocess.npy_layout(path)[3] + 7 * 48
+    assert path.stat().st_size == packed.npy_layout(path)[3] + 7 * 48
 
 
 def test_round_trip_through_dataloader(tmp_path):
