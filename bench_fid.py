@@ -10,7 +10,6 @@
 Rounds alternate between the contenders, and the best round counts, so that other work on a shared machine
 hurts both alike.
 """
-import argparse
 import os
 import time
 from pathlib import Path
@@ -18,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import evaluate_fid as fid
-from cli import resolve_device, run
-from inception import FEATURE_DIM
+from cli import ArgumentParser, resolve_device, run
+from fid import frechet_distance
+from fid_sources import folder_source, toyfaces_source
+from inception import BATCH_SIZE, FEATURE_DIM, features_of_images, load_inception
 
 REFERENCE = Path(__file__).resolve().parent.parent / "shared" / "fid_reference" / "celeba_a"
 
@@ -28,9 +28,9 @@ REFERENCE = Path(__file__).resolve().parent.parent / "shared" / "fid_reference" 
 def test_batch(batch_size):
     """Real 64 px faces when ../shared is there, else toy faces: uint8 (B, 64, 64, 3)."""
     if REFERENCE.is_dir():
-        source = fid.folder_source(REFERENCE, batch_size)
+        source = folder_source(REFERENCE, batch_size)
     else:
-        source = fid.toyfaces_source(batch_size, 64, 0)
+        source = toyfaces_source(batch_size, 64, 0)
     return next(iter(source.batches(batch_size)))
 
 
@@ -55,7 +55,7 @@ def bench_features(model, device, batch_size, batches, rounds):
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def ours_run():
-        out = fid.features_of_images(model, [uint8] * batches, device, progress=False)
+        out = features_of_images(model, [uint8] * batches, device, progress=False)
         sync()
         return out
 
@@ -86,7 +86,7 @@ def bench_features(model, device, batch_size, batches, rounds):
 
 
 def bench_frechet(rounds):
-    from scipy import linalg  # the reference only: evaluate_fid itself does not use scipy
+    from scipy import linalg  # the reference only: fid.py itself does not use scipy
 
     rng = np.random.default_rng(0)
     # Features shaped like real ones (N = 4000, correlated), one set shifted and scaled.
@@ -103,7 +103,7 @@ def bench_frechet(rounds):
     times = {"ours": [], "sqrtm": []}
     values = {}
     for _ in range(rounds):
-        for name, fn in (("ours", lambda: fid.frechet_distance(mu1, s1, mu2, s2)), ("sqrtm", sqrtm_fid)):
+        for name, fn in (("ours", lambda: frechet_distance(mu1, s1, mu2, s2)), ("sqrtm", sqrtm_fid)):
             start = time.perf_counter()
             values[name] = fn()
             times[name].append(time.perf_counter() - start)
@@ -115,15 +115,15 @@ def bench_frechet(rounds):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--batch-size", type=int, default=fid.BATCH_SIZE)
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--batches", type=int, default=1, help="batches per timed round")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best counts")
     args = p.parse_args()
     device = resolve_device(args.device)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s); torch {torch.__version__}")
-    bench_features(fid.load_inception(device), device, args.batch_size, args.batches, args.rounds)
+    bench_features(load_inception(device), device, args.batch_size, args.batches, args.rounds)
     bench_frechet(args.rounds)
 
 

