@@ -11,7 +11,6 @@ Each figure is the median over --repeats timings of --steps iterations, after --
 loops are timed in turns, so a busy machine slows them alike. Peak RSS is the whole process's (and its
 loader workers') while that loop ran, so it includes what earlier loops left allocated.
 """
-import json
 import os
 import statistics
 import time
@@ -22,8 +21,14 @@ import torch
 import torch.nn.functional as F
 
 import dataloader
-from cli import ArgumentParser, UserError, atomic_path, resolve_device, run
-from train import DEFAULTS, make_models, make_optimizer, prepare_models, speed_settings, train_iteration
+from checkpoint import TrainState, make_optimizer
+from cli import ArgumentParser, UserError, resolve_device, run
+from distributed import Distributed
+from files import write_json
+from network import models_from_config
+from settings import DEFAULTS
+from toyfaces import toyfaces
+from training_step import TrainingStep, speed_settings, use_tf32
 
 
 class NormalisedImages(torch.utils.data.Dataset):
@@ -107,7 +112,7 @@ def time_rows(steps_by_label, steps, warmup, repeats, batch, device):
 
 
 def naive_runner(cfg, images, device, workers):
-    G, D = make_models(cfg, device)
+    G, D = models_from_config(cfg, device)
     opt_g, opt_d = make_optimizer(G.parameters(), cfg, cfg["lr_g"]), make_optimizer(D.parameters(), cfg, cfg["lr_d"])
     loader = torch.utils.data.DataLoader(NormalisedImages(images), batch_size=cfg["batch_size"], shuffle=True,
                                          drop_last=True, num_workers=workers, persistent_workers=workers > 0)
@@ -137,36 +142,24 @@ class ArrayImages:
 
 
 def fast_runner(cfg, images, device, options, workers=2):
-    """FakeFaceGen's loop as train.py runs it, with `options` overriding the speed settings."""
-    speed = {**speed_settings({**cfg, **options}, device)}
-    G, D = make_models(cfg, device)
-    opt_g = make_optimizer(G.parameters(), cfg, cfg["lr_g"], device)
-    opt_d = make_optimizer(D.parameters(), cfg, cfg["lr_d"], device)
-    G_step, D_step = prepare_models(G, D, speed, device)
-    generator = torch.Generator(device).manual_seed(0)
-    on_device = options.get("data_on_device", "on") == "on"
-    data = torch.from_numpy(images).to(device)
-    batches = iter(())
-    epoch = 0
-    window = torch.zeros(4, device=device)
-    memory_format = torch.channels_last if speed["channels_last"] else torch.contiguous_format
+    """FakeFaceGen's loop as train.py runs it (the same TrainingStep), with `options` overriding the speed
+    settings; returns (a function that runs one iteration, the speed settings it resolved to)."""
+    cfg = {**cfg, **options}
+    step = TrainingStep(TrainState(cfg, device), Distributed(str(device)))
+    on_device = cfg["data_on_device"] == "on"
+    device_images = torch.from_numpy(images).to(device) if on_device else None
+    batches, epoch = iter(()), 0
 
-    def noise(n):
-        return torch.randn(n, cfg["nz"], generator=generator, device=device)
-
-    def step():
+    def one_iteration():
         nonlocal batches, epoch
         batch = next(batches, None)
         if batch is None:
             order = dataloader.epoch_batches(len(images), cfg["batch_size"], 0, epoch)
             epoch += 1
-            batches = iter(dataloader.device_batches(data, order) if on_device
-                           else dataloader.batch_loader(ArrayImages(images), order, workers))
+            batches = iter(dataloader.epoch_loader(ArrayImages(images), device_images, order, workers))
             batch = next(batches)
-        real = dataloader.to_model_input(batch[0], device).contiguous(memory_format=memory_format)
-        with torch.autocast(device.type, torch.bfloat16, enabled=speed["amp"]):
-            window.add_(train_iteration(G_step, D_step, opt_g, opt_d, [real], cfg, noise, generator))
-    return step, speed
+        step([batch[0]])
+    return one_iteration, step.speed
 
 
 def variants(device, include_compile):
@@ -203,15 +196,15 @@ def main(argv=None):
     if min(args.steps, args.repeats, args.batch) < 1 or args.warmup < 0:
         raise UserError("--steps, --repeats and --batch must be at least 1")
     device = resolve_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    use_tf32(device)  # for the textbook loop too: both run under the same settings
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch}, ngf = ndf = {args.width}; "
           f"median of {args.repeats} x {args.steps} iterations after {args.warmup} warm-up")
     results = []
     for res in args.res:
-        cfg = {**DEFAULTS, "res": res, "batch_size": args.batch, "ngf": args.width, "ndf": args.width}
-        images = dataloader.toyfaces(range(args.batch * 4), res)[0]
+        cfg = {**DEFAULTS, "res": res, "batch_size": args.batch, "ngf": args.width, "ndf": args.width,
+               "data_on_device": "on"}
+        images = toyfaces(range(args.batch * 4), res)[0]
         steps = {"textbook loop": naive_runner(cfg, images, device, args.workers)}
         steps.update({label: fast_runner(cfg, images, device, options, args.workers)[0]
                       for label, options in variants(device, args.compile)})
@@ -225,9 +218,8 @@ def main(argv=None):
             cuda = f"{row['peak_cuda_mb']:.0f}" if row["peak_cuda_mb"] is not None else "-"
             print(f"{label:28s} {row['images_per_s']:10.1f} {row['ms_per_step']:9.1f} {row['peak_rss_mb']:12.0f} "
                   f"{cuda:>13} {row['ratio']:11.2f}x", flush=True)
-    with atomic_path(args.json) as tmp:
-        tmp.write_text(json.dumps({"device": name, "torch": torch.__version__, "batch": args.batch,
-                                   "width": args.width, "results": results}, indent=2) + "\n")
+    write_json(args.json, {"device": name, "torch": torch.__version__, "batch": args.batch, "width": args.width,
+                           "results": results})
     print(f"\nwrote {args.json}")
 
 

@@ -9,15 +9,21 @@ training or --steps iterations, whichever you give; flags after `--` go to every
 the table (comparison.md, also printed) lists the final losses, iterations, images seen and FID; samples.png
 puts the top rows of every run's last sample grid side by side.
 """
-import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-from cli import ArgumentParser, UserError, atomic_path, resolve_device, run
+from checkpoint import load_generator
+from cli import ArgumentParser, UserError, resolve_device, run
+from fid_sources import fid_of_generator, stats_of_real
+from files import atomic_path, save_png, write_json
+from inception import load_inception
+from plots import plt, save_figure, smooth
+from runs import checkpoint_dir, output_dir, read_metrics
 
 
 def build_parser():
@@ -39,7 +45,7 @@ def run_name(config, tag):
 def train_one(config, name, args, extra):
     """Run train.py in its own process (a crash or NaN in one config does not stop the others)."""
     budget = ["--max-minutes", str(args.minutes)] if args.minutes else ["--max-steps", str(args.steps)]
-    resume = ["--resume", "auto"] if (Path("checkpoints") / name / "latest.pt").exists() else []
+    resume = ["--resume", "auto"] if (checkpoint_dir(name) / "latest.pt").exists() else []
     cmd = [sys.executable, str(Path(__file__).with_name("train.py")), "--config", config, "--run", name,
            "--device", args.device, "--epochs", "100000", *budget, *resume, *extra]
     print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
@@ -47,37 +53,18 @@ def train_one(config, name, args, extra):
 
 
 def read_run(name):
-    path = Path("outputs") / name / "metrics.csv"
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return [r for r in csv.DictReader(f) if r["loss_d"]]
+    """The loss lines of a run's metrics.csv (FID lines left out)."""
+    return [r for r in read_metrics(output_dir(name) / "metrics.csv") if r["loss_d"]]
 
 
 def final_fid(name, n, device):
-    import evaluate_fid
-    from generate import load_generator
-
-    ckpt = Path("checkpoints") / name / "latest.pt"
-    G, config = load_generator(ckpt, device)
-    inception = evaluate_fid.load_inception(device)
-    real = evaluate_fid.stats_of_real(config["fid_real"] or config["data"], config["res"], n, device, inception,
-                                      seed=config["seed"])
-    return evaluate_fid.fid_of_generator(G, real, n, device=device, inception=inception)
-
-
-def smooth(values, weight=0.9):
-    out = np.array(values, dtype=float)
-    for i in range(1, len(out)):
-        out[i] = weight * out[i - 1] + (1 - weight) * out[i]
-    return out
+    G, config = load_generator(checkpoint_dir(name) / "latest.pt", device)
+    inception = load_inception(device)
+    real = stats_of_real(config["fid_real"] or config["data"], config["res"], n, device, inception, seed=config["seed"])
+    return fid_of_generator(G, real, n, device=device, inception=inception)
 
 
 def plot(results, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     with_fid = [r for r in results if r["fid"] is not None]
     fig, axes = plt.subplots(1, 3 if with_fid else 2, figsize=(15 if with_fid else 10, 4), dpi=100)
     for r in results:
@@ -93,18 +80,14 @@ def plot(results, path):
         axes[2].set(title="FID at the end (lower is better)")
         axes[2].invert_yaxis()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def sample_sheet(results, path, rows=4, columns=4):
     """The top `rows` rows of each run's last training grid, labelled, `columns` runs across."""
-    from PIL import Image, ImageDraw
-
     panels = []
     for r in results:
-        grids = list((Path("outputs") / r["name"] / "samples").glob("*.png"))
+        grids = list((output_dir(r["name"]) / "samples").glob("*.png"))
         if grids:
             grid = Image.open(max(grids, key=lambda p: p.stat().st_mtime_ns)).convert("RGB")
             panels.append((r["name"], grid.crop((0, 0, grid.width, round(grid.height * rows / 8)))))
@@ -118,8 +101,7 @@ def sample_sheet(results, path, rows=4, columns=4):
         x, y = (i % across) * (width + 10), (i // across) * (height + 24)
         sheet.paste(panel, (x, y + 18))
         draw.text((x + 2, y + 3), name, fill="black")
-    with atomic_path(path) as tmp:
-        sheet.save(tmp, format="png")
+    save_png(sheet, path)
 
 
 def table(results):
@@ -152,7 +134,7 @@ def main(argv=None):
         name = run_name(config, args.tag)
         code = train_one(config, name, args, extra)
         rows = read_run(name)
-        cfg_path = Path("outputs") / name / "config.json"
+        cfg_path = output_dir(name) / "config.json"
         cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
         fid = final_fid(name, args.fid_n, resolve_device(args.device)) if args.fid_n and code == 0 else None
         results.append({"name": name, "config": cfg, "rows": rows, "fid": fid, "code": code})
@@ -162,9 +144,8 @@ def main(argv=None):
     text = table(results)
     with atomic_path(out / "comparison.md") as tmp:
         tmp.write_text(text + "\n")
-    with atomic_path(out / "comparison.json") as tmp:
-        tmp.write_text(json.dumps([{k: r[k] for k in ("name", "fid", "code")} | {"final": r["rows"][-1:]}
-                                   for r in results], indent=2) + "\n")
+    write_json(out / "comparison.json", [{k: r[k] for k in ("name", "fid", "code")} | {"final": r["rows"][-1:]}
+                                         for r in results])
     print(text)
     print(f"wrote {out / 'comparison.png'}, {out / 'samples.png'} and {out / 'comparison.md'}")
 

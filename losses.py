@@ -37,7 +37,7 @@ def gradient_penalty(D, real, fake, generator=None):
 
 
 @torch.no_grad()
-def clip_weights(D, limit):
+def clip_weights(params, limit):
     """WGAN's Lipschitz constraint: every parameter of the critic into [-limit, limit]."""
-    for p in D.parameters():
+    for p in params:
         p.clamp_(-limit, limit)

@@ -16,7 +16,9 @@ from torch import nn
 from tqdm import tqdm
 
 import losses
-from cli import ArgumentParser, UserError, atomic_path, run
+from cli import ArgumentParser, UserError, run
+from plots import plt, save_figure
+from training_step import d_update
 
 MODES = 8
 MODE_STD = 0.05
@@ -103,14 +105,7 @@ def train_method(method, dataset, steps, seed, batch=256, nz=8):
         for _ in range(settings["d_steps"]):
             real = sample_real(dataset, batch, generator)
             fake = G(torch.randn(batch, nz, generator=generator)).detach()
-            loss_d = losses.d_loss(settings["loss"], critic(real), critic(fake))
-            if settings["loss"] == "wgan-gp":
-                loss_d = loss_d + settings["gp_weight"] * losses.gradient_penalty(critic, real, fake, generator)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            if settings["loss"] == "wgan":
-                losses.clip_weights(D, settings["clip"])
+            d_update(opt_d, critic, critic, real, fake, settings, generator)
         loss_g = losses.g_loss(settings["loss"], critic(G(torch.randn(batch, nz, generator=generator))))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -118,14 +113,7 @@ def train_method(method, dataset, steps, seed, batch=256, nz=8):
     return snapshots, coverage
 
 
-def save_figure(fig, path):
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-
-
 def plot_method(method, results, seed, path):
-    import matplotlib.pyplot as plt
-
     datasets = list(results)
     fig, axes = plt.subplots(len(datasets), SNAPSHOTS, figsize=(3 * SNAPSHOTS, 3 * len(datasets)), dpi=90,
                              squeeze=False)
@@ -143,12 +131,9 @@ def plot_method(method, results, seed, path):
     fig.suptitle(f"{method}: real (black), generated (orange), critic output (red high, blue low)")
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def plot_modes(all_results, path):
-    import matplotlib.pyplot as plt
-
     datasets = list(next(iter(all_results.values())))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.5), dpi=90, squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
@@ -160,7 +145,6 @@ def plot_modes(all_results, path):
         ax.legend()
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def build_parser():

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from network import RESOLUTIONS, Discriminator, Generator, init_dcgan
-from train import DEFAULTS, make_optimizer, train_iteration
+from checkpoint import make_optimizer
+from settings import DEFAULTS
+from training_step import train_iteration
 
 
 @pytest.mark.parametrize("res", RESOLUTIONS)

@@ -10,6 +10,9 @@ from PIL import Image
 import diffaug
 import losses
 import train
+from checkpoint import make_optimizer
+from settings import DEFAULTS
+from training_step import train_iteration, update_ema
 from conftest import REPO, TINY, assert_one_line_error, run_script
 from network import Discriminator, Generator, init_dcgan
 
@@ -36,9 +39,9 @@ def test_wgan_clipping_keeps_every_critic_weight_in_range():
     with torch.no_grad():
         for p in D.parameters():
             p.normal_(0, 1)  # far outside the box before the first step
-    cfg = {**train.DEFAULTS, "batch_size": 8, "nz": 16, "loss": "wgan", "clip": 0.01, "optim": "rmsprop"}
-    opt_g, opt_d = (train.make_optimizer(n.parameters(), cfg, 5e-5) for n in (G, D))
-    train.train_iteration(G, D, opt_g, opt_d, [torch.rand(8, 3, 32, 32) * 2 - 1], cfg, lambda n: torch.randn(n, 16))
+    cfg = {**DEFAULTS, "batch_size": 8, "nz": 16, "loss": "wgan", "clip": 0.01, "optim": "rmsprop"}
+    opt_g, opt_d = (make_optimizer(n.parameters(), cfg, 5e-5) for n in (G, D))
+    train_iteration(G, D, opt_g, opt_d, [torch.rand(8, 3, 32, 32) * 2 - 1], cfg, lambda n: torch.randn(n, 16))
     assert all(p.abs().max() <= 0.01 for p in D.parameters())
     assert any(p.abs().max() == 0.01 for p in D.parameters())
 
@@ -58,7 +61,7 @@ def test_spectral_norm_makes_each_layer_1_lipschitz():
 def test_ema_update_is_exact():
     a, b = Generator(32, 4, 4), Generator(32, 4, 4)
     before = [p.detach().clone() for p in a.parameters()]
-    train.update_ema(a, b, 0.9)
+    update_ema(a, b, 0.9)
     for old, new, target in zip(before, a.parameters(), b.parameters()):
         assert torch.allclose(new, 0.9 * old + 0.1 * target, atol=1e-7)
 

@@ -9,7 +9,10 @@ import torch
 import dataloader
 from bench import naive_iteration
 from conftest import REPO, TINY, run_script
-from train import DEFAULTS, make_models, make_optimizer, train_iteration
+from checkpoint import make_optimizer
+from network import models_from_config
+from settings import DEFAULTS
+from training_step import train_iteration
 
 
 def losses_of(path):
@@ -37,8 +40,8 @@ def test_training_on_device_equals_training_through_the_loader(tmp_path):
 
 def test_fast_and_textbook_steps_compute_the_same_losses():
     cfg = {**DEFAULTS, "res": 32, "ngf": 16, "ndf": 16, "batch_size": 8, "nz": 16}
-    G1, D1 = make_models(cfg, "cpu")
-    G2, D2 = make_models(cfg, "cpu")  # same seed: the same weights
+    G1, D1 = models_from_config(cfg, "cpu")
+    G2, D2 = models_from_config(cfg, "cpu")  # same seed: the same weights
     real = torch.rand(8, 3, 32, 32) * 2 - 1
     z = torch.randn(8, 16)
     textbook = naive_iteration(G1, D1, *(make_optimizer(m.parameters(), cfg, 2e-4) for m in (G1, D1)), real, z)

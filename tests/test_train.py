@@ -11,7 +11,8 @@ import torch
 
 from conftest import REPO, TINY, run_script
 from network import Generator, init_dcgan
-from train import recalibrated_copy
+from sampling import recalibrated_copy
+from settings import parse_settings
 
 LOSS_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
 
@@ -81,10 +82,8 @@ def test_config_file_is_overridden_by_the_command_line(tmp_path):
 
 
 def test_shipped_configs_parse():
-    from cli import parse_with_config
-    from train import DEFAULTS, build_parser
     for path in sorted((REPO / "configs").rglob("*.toml")):
-        cfg, _ = parse_with_config(build_parser(), DEFAULTS, ["--config", str(path)])
+        cfg, _ = parse_settings(["--config", str(path)], "")
         assert cfg["res"] in (32, 64, 96, 128, 256), path
 
 
@@ -109,10 +108,10 @@ def test_recalibrated_eval_mode_matches_train_mode_samples():
 
 
 def test_fid_during_training_keeps_the_best_checkpoint(tmp_path):
-    pytest.importorskip("evaluate_fid")
-    import evaluate_fid
+    from inception import load_inception
+
     try:
-        evaluate_fid.load_inception("cpu")
+        load_inception("cpu")
     except Exception as err:  # noqa: BLE001 - any failure here means the weights are not installed
         pytest.skip(f"Inception weights not available: {err}")
     run_script("train.py", *TINY, "--toy-size", "32", "--epochs", "2", "--fid-every", "1", "--fid-n", "16",
