@@ -17,7 +17,7 @@ from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from cli import UserError
-from files import save_png, write_json
+from files import USER_FIXABLE, dead_siblings, exchange, fsync_dir, fsync_file, save_png, write_json
 from grids import grid_image
 
 FORMAT, VERSION = "fakefacegen-packed", 1
@@ -133,60 +133,102 @@ def save_preview(images, path, grid=PREVIEW_GRID):
 
 # ---------------------------------------------------------------------------------------------- directory
 
-def pid_alive(pid):
+OWN_FILES = {"images.npy", "dataset.json", "preview.png"}  # all that build_dataset ever writes in a dataset
+
+
+def not_ours(out):
+    """Why the existing `out` is not a packed dataset this tool made (so not ours to replace), or None."""
+    if out.is_symlink() or not out.is_dir():
+        return "a symbolic link" if out.is_symlink() else "a file, not a folder"
     try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists but belongs to someone else
-        pass
-    return True
+        meta = json.loads((out / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return "no readable dataset.json"
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return f'its dataset.json does not say "format": "{FORMAT}"'
+    others = sorted(path.name for path in out.iterdir() if path.name not in OWN_FILES)
+    return f"it also holds {others[0]}, which preprocess.py did not write" if others else None
 
 
-def start_output(out, force):
-    """Check the target and return a fresh hidden temporary directory beside it.
-
-    Leftovers of killed runs (.NAME.partial-PID whose process is gone) are removed first: at 128 px a
-    CelebA leftover is 10 GB.
-    """
-    if (out.exists() or out.is_symlink()) and not force:
+def check_target(out, force, src=None):
+    """Refuse an --out that is not ours to write, touching nothing: the source, a folder inside it or
+    around it, and, even with --force, anything but a packed dataset made by this tool."""
+    if src is not None:
+        source, target = Path(src).resolve(), out.resolve()
+        if source == target or source in target.parents or target in source.parents:
+            raise UserError(f"--out {out} is --src {src}, inside it or around it: the source is never "
+                            "written to, choose another --out")
+    if not (out.exists() or out.is_symlink()):
+        return
+    why = not_ours(out)
+    if why is not None:
+        raise UserError(f"{out} already exists and is not a dataset made by preprocess.py ({why}): it is "
+                        "never replaced, even with --force; choose another --out")
+    if not force:
         raise UserError(f"{out} already exists: pass --force to replace it, or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.partial-*"):
-        pid = stale.name.rsplit("-", 1)[1]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+
+
+def clean_leftovers(out):
+    """Undo what killed runs left beside `out`. A kill between the two renames of publish's fallback
+    leaves no `out` and the old dataset at .NAME.old-PID: it is renamed back. Any other .NAME.old-PID is a
+    replaced dataset, and a .NAME.partial-PID an unfinished one (at 128 px a CelebA one is 10 GB)."""
+    for old in sorted(dead_siblings(out, "old-"), key=lambda path: path.stat().st_mtime, reverse=True):
+        if not (out.exists() or out.is_symlink()):
+            os.replace(old, out)
+            fsync_dir(out.parent)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in dead_siblings(out, "partial-"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def start_output(out, force, src=None):
+    """Check the target and return a fresh hidden temporary directory beside it."""
+    clean_leftovers(out)
+    check_target(out, force, src)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the folder of --out {out}: {err.strerror}") from None
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     return tmp
 
 
-def publish(tmp, out, force):
-    """Rename the finished temporary directory to `out`: readers see the old dataset or the new one."""
-    if out.exists() or out.is_symlink():
-        if not force:
-            raise UserError(f"{out} appeared while preprocessing: pass --force to replace it")
+def publish(tmp, out, force, src=None):
+    """Move the finished temporary directory to `out`, flushed to the disk first: a reader, or the disk
+    after a power cut, sees the old dataset or the new one. `out` is checked again: it may have changed."""
+    check_target(out, force, src)
+    for path in tmp.iterdir():
+        fsync_file(path)
+    fsync_dir(tmp)
+    if not (out.exists() or out.is_symlink()):
+        os.replace(tmp, out)
+    elif exchange(tmp, out):  # one atomic swap: tmp now holds the old dataset
+        shutil.rmtree(tmp)
+    else:  # two renames; a kill between them is undone by clean_leftovers on the next run
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
-        os.replace(tmp, out)
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
-    else:
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(old, out)
+            raise
+        shutil.rmtree(old)
+    fsync_dir(out.parent)
 
 
-def build_dataset(out, force, res, total, chunks, source_meta, preview, desc):
+def build_dataset(out, force, res, total, chunks, source_meta, preview, desc, src=None):
     """Write images.npy + dataset.json (+ preview.png) into a temporary dir, then move it to `out`.
 
     chunks: (uint8 pixels, kept names, skipped [{file, reason}]) for `total` images in all. source_meta:
-    what dataset.json says of the source (crop, source, ...). Returns (kept names, skipped list).
+    what dataset.json says of the source (crop, source, ...). src: the folder or zip read, which `out` must
+    not be, lie in or hold. Returns (kept names, skipped list).
     """
     out = Path(out)
     meta = {"format": FORMAT, "version": VERSION, "count": 0, "res": res, **source_meta}
-    tmp = start_output(out, force)
+    tmp = start_output(out, force, src)
     try:
         with tqdm(total=total, unit="img", desc=desc, dynamic_ncols=True, leave=False) as bar:
             files, skipped = write_images(tmp / "images.npy", total, res, chunks, bar)
@@ -199,10 +241,12 @@ def build_dataset(out, force, res, total, chunks, source_meta, preview, desc):
                     created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     skipped=skipped, files=files)
         write_json(tmp / "dataset.json", meta)  # written last: its presence marks a finished dataset
-        publish(tmp, out, force)
-    except BaseException:
+        publish(tmp, out, force, src)
+    except BaseException as err:
         if hasattr(chunks, "close"):
             chunks.close()  # stop the workers now rather than when Python exits
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno in USER_FIXABLE:  # the user's to fix: one line, no traceback
+            raise UserError(f"cannot write {out}: {err.strerror}; it is as it was before") from None
         raise
     return files, skipped

@@ -109,4 +109,4 @@ def pack_source(src, out, res, crop, limit=None, workers=1, force=False, preview
     tasks = [(str(src), names[i:i + size], res, crop, draft) for i in range(0, len(names), size)]
     source_meta = {"crop": crop_label(crop), "source": str(src)}
     return build_dataset(out, force, res, len(names), run_chunks(tasks, min(workers, len(tasks))),
-                         source_meta, preview, desc=Path(src).name)
+                         source_meta, preview, desc=Path(src).name, src=src)

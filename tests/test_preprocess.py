@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import resource
 import signal
 import struct
 import subprocess
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 
 import dataloader
+import files
 import image_files
 import network
 import packed
@@ -93,6 +95,13 @@ def write_bad_and_odd_files(folder):
     expected = {name: reason for name, (_, reason) in files.items()}
     expected["sub/i_rgba.PNG"] = None
     return expected
+
+
+def one_photo(folder):
+    """folder/photos/a.png, a red square: the smallest source to pack."""
+    (folder / "photos").mkdir()
+    solid((40, 40), RED).save(folder / "photos" / "a.png")
+    return folder / "photos"
 
 
 def pack(src, out, *args):
@@ -312,7 +321,6 @@ def test_user_errors(tmp_path):
         (["--src", tmp_path / "one", "--res", 100], "--res 100"),
         (["--src", tmp_path / "one", "--crop", "square"], "--crop 'square'"),
         (["--src", tmp_path / "one", "--crop", "50,50,10,90"], "empty"),
-        (["--src", tmp_path / "one", "--limit", 0], "--limit"),
     ]
     for args, words in cases:
         with pytest.raises(UserError, match=words):
@@ -322,16 +330,148 @@ def test_user_errors(tmp_path):
 
 
 def test_existing_output_is_kept_without_force(tmp_path):
-    solid((40, 40), RED).save(tmp_path / "a.png")
-    out = tmp_path / "out"
-    pack(tmp_path, out, "--res", 32)
+    src, out = one_photo(tmp_path), tmp_path / "out"
+    pack(src, out, "--res", 32)
     before = (out / "dataset.json").read_text()
-    result = run_script("preprocess.py", "--src", tmp_path, "--out", out, "--res", 32, cwd=tmp_path, check=False)
+    result = run_script("preprocess.py", "--src", src, "--out", out, "--res", 32, cwd=tmp_path, check=False)
     assert_one_line_error(result, "already exists", "--force")
     assert (out / "dataset.json").read_text() == before
-    images, meta = pack(tmp_path, out, "--res", 64, "--force")
+    images, meta = pack(src, out, "--res", 64, "--force")
     assert images.shape == (1, 64, 64, 3) and meta["res"] == 64
 
+
+
+def snapshot(root):
+    """Every path under root (and root itself) with its bytes, or None for a folder; symlinks as their target."""
+    paths = [root, *sorted(root.rglob("*"))]
+    return {str(p): os.readlink(p) if p.is_symlink() else None if p.is_dir() else p.read_bytes() for p in paths}
+
+
+def dead_pid():
+    """The id of a process that has just exited (so none is running under it)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def write_photos(folder, count=3):
+    folder.mkdir(parents=True)
+    for i in range(count):
+        solid((48, 40), (70 * i, 90, 200)).save(folder / f"{i}.png")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "face.jpg").write_bytes(jpeg_bytes(celeba_like()))
+
+
+@pytest.mark.parametrize("out", ["photos", ".", "photos/packed", "photos/sub"])
+def test_force_never_touches_the_source(tmp_path, out):
+    write_photos(tmp_path / "photos")
+    before = snapshot(tmp_path)
+    result = run_script("preprocess.py", "--src", "photos", "--out", out, "--res", 32, "--force", cwd=tmp_path,
+                        check=False)
+    assert_one_line_error(result, "--src photos", "source is never written")
+    assert snapshot(tmp_path) == before
+
+
+def test_force_replaces_only_a_dataset_this_tool_made(tmp_path):
+    pack(one_photo(tmp_path), tmp_path / "data", "--res", 32)
+    (tmp_path / "notes" / "important").mkdir(parents=True)
+    (tmp_path / "notes" / "important" / "notes.txt").write_text("do not lose this\n")
+    (tmp_path / "plain.txt").write_text("a plain file\n")
+    (tmp_path / "link").symlink_to("data")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "dataset.json").write_text('{"format": "somebody-else", "count": 1}\n')
+    (tmp_path / "other" / "images.npy").write_bytes(b"their bytes")
+    for target, why in [("notes", "no readable dataset.json"), ("plain.txt", "a file"), ("link", "symbolic link"),
+                        ("other", "does not say"), ("notes/important", "no readable dataset.json")]:
+        before = snapshot(tmp_path)
+        result = run_script("preprocess.py", "--synthetic", 4, "--out", target, "--res", 32, "--force",
+                            cwd=tmp_path, check=False)
+        assert_one_line_error(result, target, "not a dataset made by preprocess.py", why, "even with --force")
+        assert snapshot(tmp_path) == before, target
+    # A dataset that someone added a file to is no longer only ours: it is kept as well.
+    (tmp_path / "data" / "my_notes.txt").write_text("mine\n")
+    before = snapshot(tmp_path)
+    result = run_script("preprocess.py", "--synthetic", 4, "--out", "data", "--res", 32, "--force", cwd=tmp_path,
+                        check=False)
+    assert_one_line_error(result, "it also holds my_notes.txt")
+    assert snapshot(tmp_path) == before
+    (tmp_path / "data" / "my_notes.txt").unlink()
+    run_script("preprocess.py", "--synthetic", 4, "--out", "data", "--res", 64, "--force", cwd=tmp_path)
+    assert json.loads((tmp_path / "data" / "dataset.json").read_text())["res"] == 64
+
+
+def test_out_that_appears_while_packing_is_checked_again(tmp_path):
+    out = tmp_path / "out"
+
+    def chunks():
+        yield np.zeros((2, 32, 32, 3), np.uint8), ["a", "b"], []
+        (out / "important").mkdir(parents=True)  # someone else's folder, made while we work
+        (out / "important" / "notes.txt").write_text("keep me\n")
+        yield np.zeros((1, 32, 32, 3), np.uint8), ["c"], []
+
+    with pytest.raises(UserError, match="not a dataset made by preprocess.py"):
+        packed.build_dataset(out, True, 32, 3, chunks(), {"crop": "none", "source": "test"}, False, "test")
+    assert (out / "important" / "notes.txt").read_text() == "keep me\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_the_next_run_undoes_a_kill_between_the_two_renames(tmp_path):
+    """publish's fallback moves the old dataset aside, then the new one in: a kill in between leaves no
+    --out, the old one hidden at .out.old-PID and the finished new one at .out.partial-PID."""
+    src, out = one_photo(tmp_path), tmp_path / "out"
+    pack(src, out, "--res", 32)
+    before = snapshot(out)
+    pid = str(dead_pid())
+    os.rename(out, tmp_path / f".out.old-{pid}")
+    pack(src, tmp_path / "new", "--res", 64)
+    os.rename(tmp_path / "new", tmp_path / f".out.partial-{pid}")
+    result = run_script("preprocess.py", "--src", "photos", "--out", "out", "--res", 64, cwd=tmp_path, check=False)
+    assert_one_line_error(result, "already exists")  # the old dataset is back, and kept without --force
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photos"]
+
+
+@pytest.mark.parametrize("swap", [True, False])
+def test_publish_replaces_a_dataset_with_or_without_an_atomic_swap(tmp_path, monkeypatch, swap):
+    if swap and files._renameat2 is None:
+        pytest.skip("no renameat2 here")
+    swaps = []
+    monkeypatch.setattr(packed, "exchange", lambda a, b: swaps.append(b) or (swap and files.exchange(a, b)))
+    src = one_photo(tmp_path)
+    pack(src, tmp_path / "out", "--res", 32)
+    images, meta = pack(src, tmp_path / "out", "--res", 64, "--force")
+    assert swaps == [tmp_path / "out"] and images.shape == (1, 64, 64, 3) and meta["res"] == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photos"]
+
+
+def test_publish_flushes_the_dataset_to_disk(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_ino) or real_fsync(fd))
+    pack(one_photo(tmp_path), tmp_path / "out", "--res", 32, "--preview")
+    for path in ["out/images.npy", "out/dataset.json", "out/preview.png", "out", "."]:
+        assert (tmp_path / path).stat().st_ino in synced, path
+
+
+def test_a_full_disk_leaves_the_old_dataset(tmp_path):
+    """A real write failure: the file size limit (RLIMIT_FSIZE) makes writes fail as a full disk would."""
+    out = tmp_path / "out"
+    preprocess.main(["--synthetic", "4", "--out", str(out), "--res", "32"])
+    before = snapshot(out)
+    limit = 100_000  # bytes: less than 50 faces at 64 px
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run([sys.executable, str(REPO / "preprocess.py"), "--synthetic", "50", "--out", str(out),
+                             "--res", "64", "--force"], cwd=tmp_path, capture_output=True,
+                            preexec_fn=small_disk, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    # The progress bar was drawn, then erased with carriage returns: keep what a terminal shows.
+    result.stderr = "\n".join(line.split("\r")[-1] for line in result.stderr.decode().split("\n"))
+    assert_one_line_error(result, "cannot write", "File too large", "as it was before")
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 def orphan_workers(command):
     """Processes still running `command` (Linux /proc; an empty list elsewhere)."""
