@@ -11,13 +11,22 @@ one, else they are computed at start (--k of them).
 API: GET /api/info; GET /api/face?seed=S (a plain sample, PNG); POST /api/render with JSON
 {"seed": S, "seed_b": S2, "t": 0..1, "sefa": [alpha, ...], "vectors": {"name": strength}} (PNG);
 POST /api/vector with {"name": N, "positive": [seeds], "negative": [seeds]} (builds and saves a vector).
+
+Any web page the user visits can send requests to 127.0.0.1, so every request must name this server in its Host
+header (a DNS-rebound name does not) and carry the token drawn at launch: in the printed URL (?token=) for the
+page, in an X-Explore-Token header for the API. A write must also be Content-Type: application/json and, when it
+has an Origin, come from this server's origin. A client gets --read-timeout seconds to send each request, and at
+most MAX_THREADS connections are served at once, so slow clients cannot hold the server.
 """
+import hmac
 import io
 import json
 import math
 import re
+import secrets
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,6 +50,9 @@ STRENGTH_MAX = 3.0  # attribute sliders, in multiples of the saved vector
 MAX_BODY = 64 * 1024
 MAX_DRAIN = 1024 * 1024  # a larger body is refused unread
 MAX_LABELLED = 1000  # seeds per side when building a vector
+MAX_THREADS = 16  # connections served at once; the next ones wait in the listen queue
+PAGES = ("/", "/index.html")
+TOKEN_HEADER = "X-Explore-Token"
 
 
 class BadRequest(Exception):
@@ -78,6 +90,39 @@ def vector_name(value):
         return check_name(value)
     except UserError as err:
         raise BadRequest(str(err)) from None
+
+
+def query_fields(url, most):
+    """The URL's query as {name: [values]}; more than `most` fields is a 400 (parse_qs raises ValueError)."""
+    try:
+        return parse_qs(url.query, max_num_fields=most)
+    except ValueError:
+        raise BadRequest(f"at most {most} query fields") from None
+
+
+class DeadlineReader(io.RawIOBase):
+    """The connection's bytes under one deadline per request rather than a timeout per recv, which a client
+    sending a header line every few seconds would restart forever."""
+
+    def __init__(self, sock, seconds):
+        super().__init__()
+        self.sock, self.seconds, self.deadline = sock, seconds, math.inf
+
+    def start(self):
+        self.deadline = time.monotonic() + self.seconds
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the request took over {self.seconds:g} s")
+        self.sock.settimeout(left)
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.seconds)  # the answer's writes get the full time again
 
 
 class Explorer:
@@ -169,7 +214,16 @@ class Handler(BaseHTTPRequestHandler):
     """Routes by exact path; the request path never names a file, so nothing else on disk can be read."""
 
     server_version = "FakeFaceGenExplore/1"
-    timeout = 30  # seconds a client may take to send its request: a stalled one does not hold a thread forever
+
+    def setup(self):
+        self.timeout = self.server.read_timeout  # for writes; reads get the request's deadline
+        super().setup()
+        self.rfile.close()  # replaced below; left open, it would keep the socket open after close()
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self.timeout))
+
+    def handle_one_request(self):
+        self.rfile.raw.start()  # the wait for the request counts too: an idle connection is closed
+        super().handle_one_request()  # a TimeoutError while reading the headers closes the connection
 
     def do_GET(self):
         self.dispatch(self.get)
@@ -177,29 +231,70 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self.dispatch(self.post)
 
-    def refuse(self):
-        self.read_body()
-        self.send(HTTPStatus.METHOD_NOT_ALLOWED, b'{"error": "use GET or POST"}', "application/json")
+    def do_other(self):
+        self.dispatch(self.refuse)
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = refuse
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_other  # OPTIONS refused: no CORS preflight succeeds
 
     def dispatch(self, route):
         try:
-            route(urlsplit(self.path))
+            body = self.read_body()  # first, even for a request refused: unread bytes can cost the answer
+            url = self.target()
+            self.check_access(url)
+            route(url, body)
         except BadRequest as err:
             self.send(err.status, json.dumps({"error": str(err)}).encode(), "application/json")
         except Exception as err:  # a bug must not stop the server: report it and keep serving
             print(f"explore: {type(err).__name__}: {err}", file=sys.stderr)
             self.send(HTTPStatus.INTERNAL_SERVER_ERROR, b'{"error": "internal error"}', "application/json")
 
-    def get(self, url):
+    def target(self):
+        """The request's URL, which must be a path: an absolute URL could name another host than Host."""
+        try:
+            url = urlsplit(self.path)
+        except ValueError:  # e.g. an unclosed [ taken for an IPv6 address
+            url = None
+        if url is None or url.scheme or url.netloc or not url.path.startswith("/"):
+            raise BadRequest("the request target must be a path such as /api/info")
+        return url
+
+    def check_access(self, url):
+        """This server's Host (a DNS-rebound name is another) and this launch's token, on every request."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1 or hosts[0].lower() not in self.server.hosts:
+            raise BadRequest(f"this server answers to Host {' or '.join(self.server.hosts)} only",
+                             HTTPStatus.FORBIDDEN)
+        if not self.server.token_matches(self.token_of(url)):
+            raise BadRequest("wrong or missing token: open the URL explore.py printed (it ends in ?token=...)",
+                             HTTPStatus.FORBIDDEN)
+
+    def token_of(self, url):
+        """The page's fetches send the header; the page itself is opened from the printed URL."""
+        if self.headers.get(TOKEN_HEADER) is None and url.path in PAGES:
+            values = query_fields(url, 16).get("token", [])
+            return values[0] if len(values) == 1 else ""
+        return self.headers.get(TOKEN_HEADER, "")
+
+    def check_write(self):
+        """A write must come from the page: an HTML form or a no-cors fetch from another site can send neither
+        this content type nor (browsers set it) this Origin."""
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.lower() != f"http://{self.headers['Host'].lower()}":
+            raise BadRequest("writes from another origin are refused", HTTPStatus.FORBIDDEN)
+        if self.headers.get_content_type() != "application/json":
+            raise BadRequest("a write must be Content-Type: application/json", HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
+
+    def refuse(self, url, body):
+        raise BadRequest("use GET or POST", HTTPStatus.METHOD_NOT_ALLOWED)
+
+    def get(self, url, body):
         app = self.server.app
-        if url.path in ("/", "/index.html"):
+        if url.path in PAGES:
             self.send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8")
         elif url.path == "/api/info":
             self.send(HTTPStatus.OK, json.dumps(app.info()).encode(), "application/json")
         elif url.path == "/api/face":
-            query = parse_qs(url.query, max_num_fields=4)
+            query = query_fields(url, 4)
             if list(query) != ["seed"] or len(query["seed"]) != 1:
                 raise BadRequest("use /api/face?seed=N")
             z = sample_noise([seed_value(query["seed"][0])], app.G.nz)[0]
@@ -209,9 +304,10 @@ class Handler(BaseHTTPRequestHandler):
         else:
             raise BadRequest("not found", HTTPStatus.NOT_FOUND)
 
-    def post(self, url):
+    def post(self, url, read):
         app = self.server.app
-        body, too_big = self.read_body()  # first, even for a wrong path: unread bytes can cost the answer
+        self.check_write()
+        body, too_big = read
         if url.path not in ("/api/render", "/api/vector"):
             raise BadRequest("not found", HTTPStatus.NOT_FOUND)
         if body is None:
@@ -233,17 +329,28 @@ class Handler(BaseHTTPRequestHandler):
 
     def read_body(self):
         """(body bytes, or None without a Content-Length; too_big). A body over MAX_BODY is read and dropped
-        (up to MAX_DRAIN) so that the answer reaches the client; a larger one is left unread."""
+        (up to MAX_DRAIN) so that the answer reaches the client; a larger one is left unread. A body cut short,
+        or late past the request's deadline, is a 400 or 408 and ends the connection."""
         try:
-            length = int(self.headers["Content-Length"])
+            length = max(int(self.headers["Content-Length"]), 0)
         except (TypeError, ValueError):
             return None, False
-        if length > MAX_BODY:
-            if length <= MAX_DRAIN:
-                self.rfile.read(length)
+        if length > MAX_DRAIN:
             self.close_connection = True
             return b"", True
-        return self.rfile.read(max(length, 0)), False
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            self.close_connection = True
+            raise BadRequest(f"the body took over {self.timeout:g} s to arrive", HTTPStatus.REQUEST_TIMEOUT) \
+                from None
+        if len(body) < length:
+            self.close_connection = True
+            raise BadRequest("the body is shorter than its Content-Length")
+        if length > MAX_BODY:
+            self.close_connection = True
+            return b"", True
+        return body, False
 
     def send(self, status, body, content_type):
         self.send_response(status)
@@ -260,11 +367,36 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class ExploreServer(ThreadingHTTPServer):
-    daemon_threads = True
+    """One thread per connection, at most MAX_THREADS at once; the Host names and token it accepts."""
 
-    def __init__(self, port, app, verbose=False):
+    daemon_threads = True
+    request_queue_size = 64  # connections waiting for a thread; the default 5 would refuse a page's burst
+
+    def __init__(self, port, app, verbose=False, read_timeout=10.0):
         super().__init__((HOST, port), Handler)
-        self.app, self.verbose = app, verbose
+        self.app, self.verbose, self.read_timeout = app, verbose, read_timeout
+        self.token = secrets.token_urlsafe(24)
+        self.threads = threading.BoundedSemaphore(MAX_THREADS)
+        port = self.server_address[1]
+        self.hosts = (f"{HOST}:{port}", f"localhost:{port}")
+        self.url = f"http://{HOST}:{port}/?token={self.token}"
+
+    def token_matches(self, token):
+        return hmac.compare_digest(token.encode(), self.token.encode())  # in constant time: no guessing by timing
+
+    def process_request(self, request, client_address):
+        self.threads.acquire()  # when all are busy, wait: a slow client frees its thread within read_timeout
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.threads.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.threads.release()
 
 
 def build_parser():
@@ -274,6 +406,8 @@ def build_parser():
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--latent-dir", help="saved directions and vectors (default outputs/<run>/latent/)")
     p.add_argument("--k", type=int, default=8, help="SeFa directions to compute when there is no sefa.pt")
+    p.add_argument("--read-timeout", type=float, default=10.0,
+                   help="seconds a client has to send each request, else it is dropped (default 10)")
     p.add_argument("--verbose", action="store_true", help="log every request")
     return p
 
@@ -284,14 +418,16 @@ def main(argv=None):
         raise UserError(f"--port must be from 0 to 65535, not {args.port}")
     if args.k < 1:
         raise UserError(f"--k must be at least 1, not {args.k}")
+    if not 0 < args.read_timeout <= 3600:
+        raise UserError(f"--read-timeout must be over 0 and at most 3600 seconds, not {args.read_timeout:g}")
     device = resolve_device(args.device)
     app = Explorer(args.ckpt, device, args.latent_dir or default_latent_dir(args.ckpt), args.k)
     try:
-        server = ExploreServer(args.port, app, args.verbose)
+        server = ExploreServer(args.port, app, args.verbose, args.read_timeout)
     except OSError as err:
         raise UserError(f"cannot listen on {HOST}:{args.port} ({err.strerror}): pass another --port, or 0 "
                         "for any free one") from None
-    print(f"explore: http://{HOST}:{server.server_address[1]}/ (run {app.info()['run']}, "
+    print(f"explore: {server.url} (run {app.info()['run']}, "
           f"{len(app.directions)} SeFa directions, {len(app.vector_names())} saved vectors; Ctrl-C stops)",
           flush=True)
     with server:

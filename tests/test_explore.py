@@ -1,13 +1,17 @@
-"""explore.py: the API answers like generate.py, bad requests get a 4xx and the server keeps serving, and the
-page works in a real headless browser (skipped where Playwright or Chromium is missing)."""
+"""explore.py: the API answers like generate.py, bad requests get a 4xx and the server keeps serving, other web
+pages (foreign Host, no token, cross-origin writes) and slow clients are refused, and the page works in a real
+headless browser (skipped where Playwright or Chromium is missing)."""
 import http.client
 import io
 import json
+import os
 import select
 import shutil
 import socket
 import subprocess
 import sys
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,22 +26,28 @@ from sampling import render, sample_noise
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+READ_TIMEOUT = 2  # seconds: short, so that the slow-client test is quick
+MAX_THREADS = 16  # explore.MAX_THREADS (explore.py is a script: tests do not import it)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_run, tmp_path_factory):
-    """explore.py on a free port of 127.0.0.1, as a user starts it: (host, port, latent dir, checkpoint)."""
+    """explore.py on a free port of 127.0.0.1, as a user starts it: host, port, url (the printed one, with the
+    token), token, folder (latent dir), ckpt, pid."""
     cwd, ckpt = tiny_run
     folder = tmp_path_factory.mktemp("explore_latent")
     proc = subprocess.Popen([sys.executable, str(REPO / "explore.py"), "--ckpt", str(ckpt), "--port", "0",
-                             "--device", "cpu", "--latent-dir", str(folder)], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             "--device", "cpu", "--latent-dir", str(folder), "--read-timeout", str(READ_TIMEOUT)],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 120)
         line = proc.stdout.readline() if ready else ""
         assert line.startswith("explore: http://127.0.0.1:"), (line, proc.poll())
-        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
-        yield "127.0.0.1", port, folder, ckpt
+        url = line.split()[1]
+        port = int(url.split("http://127.0.0.1:")[1].split("/")[0])
+        token = url.split("/?token=")[1]
+        yield SimpleNamespace(host="127.0.0.1", port=port, url=url, token=token, folder=folder, ckpt=ckpt,
+                              pid=proc.pid)
         assert proc.poll() is None, "the server died"
     finally:
         proc.terminate()
@@ -45,12 +55,14 @@ def server(tiny_run, tmp_path_factory):
 
 
 def call(server, method, path, body=None, headers=None):
-    """(status, content type, body bytes); body: a dict/list (sent as JSON), bytes, or None."""
-    host, port = server[:2]
-    connection = http.client.HTTPConnection(host, port, timeout=30)
+    """(status, content type, body bytes) of a request as the page sends it (the token header; JSON content
+    type with a body); body: a dict/list (sent as JSON), bytes, or None; a header given None is left out."""
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
     if body is not None and not isinstance(body, bytes):
         body = json.dumps(body).encode()
-    connection.request(method, path, body=body, headers=headers or {})
+    sent = {"X-Explore-Token": server.token, **({"Content-Type": "application/json"} if body is not None else {})}
+    sent.update(headers or {})
+    connection.request(method, path, body=body, headers={k: v for k, v in sent.items() if v is not None})
     response = connection.getresponse()
     result = response.status, response.getheader("Content-Type"), response.read()
     connection.close()
@@ -62,9 +74,9 @@ def face(png):
 
 
 def test_api_draws_the_faces_generate_draws(server):
-    _, _, folder, ckpt = server
-    G, _ = load_generator(ckpt)
-    status, kind, page = call(server, "GET", "/")
+    folder = server.folder
+    G, _ = load_generator(server.ckpt)
+    status, kind, page = call(server, "GET", f"/?token={server.token}", headers={"X-Explore-Token": None})
     assert status == 200 and kind.startswith("text/html") and b"FakeFaceGen explorer" in page
     info = json.loads(call(server, "GET", "/api/info")[2])
     assert info["res"] == 32 and info["nz"] == 100 and len(info["sefa"]) == 8 and info["vectors"] == []
@@ -94,6 +106,9 @@ BAD_REQUESTS = [
     ("GET", "/api/face?seed=abc", None, 400),
     ("GET", "/api/face?seed=99999999999", None, 400),
     ("GET", "/api/face?seed=1&seed=2", None, 400),
+    ("GET", "/api/face?seed=1&a=1&b=2&c=3&d=4&e=5", None, 400),
+    ("GET", "/api/face?" + "&" * 10_000, None, 400),
+    ("GET", "/api/face?seed=%ff%fe", None, 400),
     ("GET", "/api/face", None, 400),
     ("POST", "/api/render", {"seed": 1, "sefa": [100]}, 400),
     ("POST", "/api/render", {"seed": 1, "sefa": [0] * 9}, 400),
@@ -133,31 +148,164 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server):
         assert b"root:" not in answer
     # Raw requests: no Content-Length, a header line too long, a request line that is not HTTP at all (which
     # http.server answers 400 in HTTP/0.9 style: the error page without a status line).
-    raw_requests = {b"POST /api/render HTTP/1.0\r\n\r\n": b"HTTP/1.0 411",
+    allowed = f"Host: 127.0.0.1:{server.port}\r\nX-Explore-Token: {server.token}\r\n".encode()
+    raw_requests = {b"POST /api/render HTTP/1.0\r\nContent-Type: application/json\r\n" + allowed + b"\r\n":
+                    b"HTTP/1.0 411",
                     b"GET / HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n": b"HTTP/1.0 431",
-                    b"NONSENSE\r\n\r\n": b"Error code: 400"}
+                    b"NONSENSE\r\n\r\n": b"Error code: 400",
+                    b"GET http://evil.example/ HTTP/1.1\r\n" + allowed + b"\r\n": b"HTTP/1.0 400",
+                    b"GET * HTTP/1.1\r\n" + allowed + b"\r\n": b"HTTP/1.0 400",
+                    b"GET //[evil HTTP/1.1\r\n" + allowed + b"\r\n": b"HTTP/1.0 4"}  # http.server: /[evil, 404
     for request, expected in raw_requests.items():
-        with socket.create_connection(server[:2], timeout=10) as raw:
+        with socket.create_connection((server.host, server.port), timeout=10) as raw:
             raw.sendall(request)
             assert expected in raw.recv(1000), request[:40]
     assert call(server, "GET", "/api/info")[0] == 200
     assert call(server, "GET", "/api/face?seed=7")[0] == 200
 
 
+def error_of(answer):
+    return json.loads(answer)["error"]
+
+
+def closed(sock):
+    """True once the server has closed the connection (EOF, or a reset for the bytes sent after it)."""
+    try:
+        return sock.recv(1000) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_foreign_host_is_refused(server):
+    """DNS rebinding: a name the attacker points at 127.0.0.1 reaches the server with Host: that name."""
+    page = f"/?token={server.token}"
+    for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", f"LOCALHOST:{server.port}"):
+        assert call(server, "GET", page, headers={"Host": host, "X-Explore-Token": None})[0] == 200
+        assert call(server, "GET", "/api/info", headers={"Host": host})[0] == 200
+    for host in ("evil.example", f"evil.example:{server.port}", f"127.0.0.1:{server.port + 1}", "127.0.0.1", ""):
+        for method, path, body in (("GET", page, None), ("GET", "/api/info", None), ("GET", "/api/face?seed=1", None),
+                                   ("POST", "/api/render", {"seed": 1}), ("PUT", "/api/render", {})):
+            status, _, answer = call(server, method, path, body, headers={"Host": host})
+            assert status == 403 and "Host" in error_of(answer), (host, method, path, status)
+    with socket.create_connection((server.host, server.port), timeout=10) as raw:  # no Host at all
+        raw.sendall(f"GET /api/info HTTP/1.0\r\nX-Explore-Token: {server.token}\r\n\r\n".encode())
+        assert raw.recv(1000).startswith(b"HTTP/1.0 403")
+
+
+def test_the_token_is_needed(server):
+    """Other pages in the user's browser do not know the token: no page, no faces, no writes without it."""
+    no_token = {"X-Explore-Token": None}
+    for path in (f"/?token={server.token}", f"/index.html?token={server.token}"):
+        assert call(server, "GET", path, headers=no_token)[0] == 200
+    for token in (None, "", server.token[:-1], server.token + "x", server.token.upper(), "\xe9" * len(server.token)):
+        for method, path, body in (("GET", "/api/info", None), ("GET", "/api/face?seed=1", None),
+                                   ("POST", "/api/render", {"seed": 1}), ("GET", "/", None), ("GET", "/nosuch", None)):
+            status, _, answer = call(server, method, path, body, headers={"X-Explore-Token": token})
+            assert status == 403 and "?token=" in error_of(answer), (token, method, path, status)
+    for query in ("", "?token=", "?token=wrong", f"?token={server.token}&token={server.token}",
+                  f"?token={server.token}x", f"?t={server.token}"):
+        assert call(server, "GET", "/" + query, headers=no_token)[0] == 403, query
+    assert call(server, "GET", f"/api/info?token={server.token}", headers=no_token)[0] == 403  # the API: header only
+    assert call(server, "GET", "/?" + "a&" * 100 + f"token={server.token}", headers=no_token)[0] == 400
+
+
+def test_cross_origin_writes_are_refused_and_the_saved_vector_is_unchanged(server):
+    """What another site can send (a form post, a no-cors fetch: text/plain, its own Origin) cannot overwrite a
+    vector, and its preflight for a JSON post is refused; the page's own writes still pass."""
+    path = latent_directions.vector_path(server.folder, "kept")
+    assert call(server, "POST", "/api/vector", {"name": "kept", "positive": [1], "negative": [2]})[0] == 200
+    saved = path.read_bytes()
+    attack = {"name": "kept", "positive": [3], "negative": [4]}
+    same_origin = f"http://127.0.0.1:{server.port}"
+    refused = [({"Origin": "http://evil.example", "Content-Type": "text/plain", "X-Explore-Token": None}, 403),
+               ({"Origin": "http://evil.example"}, 403), ({"Origin": "null"}, 403),
+               ({"Origin": f"http://127.0.0.1:{server.port + 1}"}, 403),
+               ({"Origin": f"http://localhost:{server.port}"}, 403),  # Host is 127.0.0.1: another origin
+               ({"Origin": same_origin, "Content-Type": "text/plain"}, 415),
+               ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
+               ({"Content-Type": "multipart/form-data; boundary=x"}, 415), ({"Content-Type": None}, 415),
+               ({"Content-Type": "application/json, text/plain"}, 415)]
+    for headers, expected in refused:
+        status, _, answer = call(server, "POST", "/api/vector", attack, headers)
+        assert status == expected, (headers, status, answer)
+        assert path.read_bytes() == saved, headers
+    preflight = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+    assert call(server, "OPTIONS", "/api/vector", headers=preflight)[0] == 405
+    headers = {"Origin": same_origin, "Content-Type": "application/json; charset=utf-8"}
+    assert call(server, "POST", "/api/vector", attack, headers)[0] == 200  # so the checks above were what refused
+    assert path.read_bytes() != saved
+
+
+def test_slow_clients_are_dropped_and_do_not_hold_up_others(server):
+    """One deadline per request: a client that sends a header line every 0.3 s (a plain socket timeout would
+    never fire), one that sends nothing and one whose body stops short are dropped after READ_TIMEOUT seconds,
+    while a normal request is answered at once."""
+    address = (server.host, server.port)
+    start = time.monotonic()
+    idle, slow, short = (socket.create_connection(address, timeout=10) for _ in range(3))
+    try:
+        slow.sendall(b"GET /api/info HTTP/1.1\r\n")
+        short.sendall(f"POST /api/vector HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nX-Explore-Token: "
+                      f"{server.token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                      '{"name": "slow"'.encode())
+        assert call(server, "GET", "/api/info")[0] == 200
+        assert time.monotonic() - start < READ_TIMEOUT * 0.75
+        dropped = None
+        while dropped is None and time.monotonic() - start < READ_TIMEOUT + 5:
+            if select.select([slow], [], [], 0.3)[0]:
+                dropped = time.monotonic() - start
+            else:
+                try:
+                    slow.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    dropped = time.monotonic() - start
+        assert dropped is not None and READ_TIMEOUT * 0.8 < dropped < READ_TIMEOUT + 2, dropped
+        assert closed(slow)
+        assert short.recv(1000).startswith(b"HTTP/1.0 408")
+        assert closed(idle) and time.monotonic() - start < READ_TIMEOUT + 3
+        assert not latent_directions.vector_path(server.folder, "slow").exists()
+    finally:
+        for sock in (idle, slow, short):
+            sock.close()
+
+
+def threads_of(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+def test_connections_beyond_the_cap_wait_for_a_thread(server):
+    """30 silent connections get at most MAX_THREADS threads; the others wait their turn, and all are served."""
+    if not os.path.exists(f"/proc/{server.pid}/status"):
+        pytest.skip("needs Linux's /proc to count the server's threads")
+    base = threads_of(server.pid)
+    sockets = [socket.create_connection((server.host, server.port), timeout=10) for _ in range(30)]
+    try:
+        deadline = time.monotonic() + READ_TIMEOUT / 2  # before the first ones are dropped
+        while threads_of(server.pid) - base < MAX_THREADS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert MAX_THREADS // 2 <= threads_of(server.pid) - base <= MAX_THREADS
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert call(server, "GET", "/api/info")[0] == 200
+
+
 def test_page_in_a_headless_browser(server):
-    """Chromium loads the page; moving a SeFa slider changes the face."""
+    """Chromium loads the page from the printed URL; the grid's faces arrive, moving a SeFa slider changes the face
+    and labelled faces build a vector."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no `playwright install`)",
                                    exc_type=ImportError)
     if not shutil.which(CHROMIUM):
         pytest.skip(f"no {CHROMIUM}: apt-get install -y chromium")
-    host, port = server[:2]
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             errors = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(f"http://{host}:{port}/")
+            page.goto(server.url)
             page.wait_for_function("Number(document.getElementById('face').dataset.version) >= 1")
             page.wait_for_function("document.getElementById('face').complete")
             read_face = """() => { const img = document.getElementById('face');
@@ -168,6 +316,7 @@ def test_page_in_a_headless_browser(server):
             before = page.evaluate(read_face)
             assert len(before) == 32 * 32 * 4
             assert page.locator("#grid img").count() == 24
+            page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.naturalWidth === 32)")
             version = int(page.get_attribute("#face", "data-version"))
             page.focus("#sefa-0")
             for _ in range(20):
@@ -179,6 +328,13 @@ def test_page_in_a_headless_browser(server):
             assert page.input_value("#sefa-0") == "2"
             after = page.evaluate(read_face)
             assert after != before
+            # A write from the page itself (Chromium sends its Origin, the page the token) saves a vector.
+            page.click("#grid .cell:nth-child(1) .plus")
+            page.click("#grid .cell:nth-child(2) .minus")
+            page.fill("#vector-name", "browser")
+            page.click("#build")
+            page.wait_for_function("document.getElementById('vector-msg').className === 'msg ok'", timeout=15_000)
+            assert latent_directions.vector_path(server.folder, "browser").exists()
             assert not errors, errors
         finally:
             browser.close()
