@@ -22,11 +22,11 @@ import torch.nn.functional as F
 
 import dataloader
 from checkpoint import TrainState, make_optimizer
-from cli import ArgumentParser, UserError, resolve_device, run
+from cli import ArgumentParser, integer, resolve_device, run
 from distributed import Distributed
 from files import write_json
-from network import models_from_config
-from settings import DEFAULTS
+from network import RESOLUTIONS, models_from_config
+from settings import BATCH_SIZE, DEFAULTS, WIDTH, WORKERS
 from toyfaces import toyfaces
 from training_step import TrainingStep, speed_settings, use_tf32
 
@@ -178,14 +178,16 @@ def variants(device, include_compile):
 
 def build_parser():
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--res", type=int, nargs="+", default=[64, 128], help="resolutions (default 64 128)")
-    p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
-    p.add_argument("--width", type=int, default=64, help="ngf = ndf (default 64)")
+    p.add_argument("--res", type=int, nargs="+", choices=RESOLUTIONS, default=[64, 128],
+                   help="resolutions (default 64 128)")
+    p.add_argument("--batch", type=BATCH_SIZE, default=128, help="batch size (default 128)")
+    p.add_argument("--width", type=WIDTH, default=64, help="ngf = ndf (default 64)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--steps", type=int, default=5, help="iterations per timing (default 5)")
-    p.add_argument("--warmup", type=int, default=2, help="iterations before timing (default 2)")
-    p.add_argument("--repeats", type=int, default=3, help="timings per row; the median is shown (default 3)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the textbook loop (default 2)")
+    p.add_argument("--steps", type=integer(1, 10_000), default=5, help="iterations per timing (default 5)")
+    p.add_argument("--warmup", type=integer(0, 10_000), default=2, help="iterations before timing (default 2)")
+    p.add_argument("--repeats", type=integer(1, 1000), default=3,
+                   help="timings per row; the median is shown (default 3)")
+    p.add_argument("--workers", type=WORKERS, default=2, help="DataLoader workers of the textbook loop (default 2)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to warm up)")
     p.add_argument("--json", default="outputs/bench.json", help="where to write the table as JSON")
     return p
@@ -193,8 +195,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if min(args.steps, args.repeats, args.batch) < 1 or args.warmup < 0:
-        raise UserError("--steps, --repeats and --batch must be at least 1")
     device = resolve_device(args.device)
     use_tf32(device)  # for the textbook loop too: both run under the same settings
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

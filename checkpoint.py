@@ -8,17 +8,30 @@ file holds. Files are saved atomically and loaded with torch.load(weights_only=T
     config                                    every setting, so a sampler needs nothing but this file
 """
 import copy
+import io
 from pathlib import Path
 
 import torch
 
 from cli import UserError
 from files import atomic_path
-from network import generator_from_config, models_from_config
+from network import D_ARCHITECTURE_KEYS, G_ARCHITECTURE_KEYS, generator_from_config, models_from_config
 from runs import METRICS
 from sampling import recalibrated_copy
+from settings import check_saved
 
 GRID_SIZE = 64  # the fixed noise: an 8x8 grid every epoch
+
+
+def set_hyperparameters(optimizer, cfg, lr):
+    """The learning rate and betas (SGD: momentum) of cfg on every parameter group: on resume the flags given
+    now win over what the optimiser's saved state holds."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if "betas" in group:
+            group["betas"] = (cfg["beta1"], cfg["beta2"])
+        elif "momentum" in group and cfg["optim"] == "sgd":
+            group["momentum"] = cfg["beta1"]
 
 
 def make_optimizer(params, cfg, lr, device="cpu"):
@@ -77,6 +90,8 @@ class TrainState:
             self.G_ema.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        set_hyperparameters(self.opt_g, self.cfg, self.cfg["lr_g"])
+        set_hyperparameters(self.opt_d, self.cfg, self.cfg["lr_d"])
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
         self.fixed_noise = state["fixed_noise"]
         torch.set_rng_state(state["rng"]["torch"])
@@ -86,8 +101,12 @@ class TrainState:
 
 
 def save_checkpoint(path, state):
+    """torch.save into memory first: a full disk then fails in Python's own write, as one line naming the file
+    (torch's writer would raise an opaque RuntimeError), and the file on disk stays the last good one."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def load_checkpoint(path, device="cpu"):
@@ -101,9 +120,9 @@ def load_checkpoint(path, device="cpu"):
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise UserError(f"{path} is not a readable checkpoint ({reason}): use another file from the run, "
                         "e.g. latest.pt or an epoch_NNN.pt") from None
-    if not isinstance(ckpt, dict) or not {"G_eval", "config"} <= set(ckpt):
-        raise UserError(f"{path} is not a FakeFaceGen checkpoint (no generator inside): pass one written "
-                        "by train.py")
+    if not isinstance(ckpt, dict) or not {"G_eval", "config"} <= set(ckpt) or not isinstance(ckpt["config"], dict):
+        raise UserError(f"{path} is not a FakeFaceGen checkpoint (no generator and settings inside): pass one "
+                        "written by train.py")
     return ckpt
 
 
@@ -113,15 +132,17 @@ def load_training_checkpoint(path):
     if "opt_d" not in ckpt:
         raise UserError(f"{path} holds no optimiser state (not a training checkpoint): resume from latest.pt "
                         "or an epoch_NNN.pt")
+    check_saved(ckpt["config"], path, G_ARCHITECTURE_KEYS + D_ARCHITECTURE_KEYS)
     return ckpt
 
 
 def generator_from_state(ckpt, path, device="cpu"):
     """The sampling generator (eval mode, BatchNorm recalibrated) of a loaded checkpoint."""
+    check_saved(ckpt["config"], path, G_ARCHITECTURE_KEYS)
     G = generator_from_config(ckpt["config"]).to(device)
     try:
         G.load_state_dict(ckpt["G_eval"])
-    except RuntimeError:
+    except (RuntimeError, TypeError, AttributeError):  # shapes that differ; no state dict at all
         raise UserError(f"{path}: the weights do not fit the architecture in its config") from None
     return G.eval()
 

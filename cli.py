@@ -1,8 +1,12 @@
-"""Conventions shared by every script: one-line errors (exit status 2), --device, --config files."""
+"""Conventions shared by every script: one-line errors (exit status 2), numbers checked where they are parsed,
+--device, --config files."""
 import argparse
+import math
 import sys
 import tomllib
 from pathlib import Path
+
+SEED_MAX = 2**31 - 1  # seeds are 0 .. 2**31 - 1: the range numpy, torch and the toy faces all accept
 
 
 class UserError(Exception):
@@ -18,6 +22,84 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+class Range:
+    """The valid values of a numeric option: a finite int or float within bounds (each optional; `above` and
+    `below` exclude the bound). As an argparse `type` it turns a flag's text into the checked number, so a bad
+    value is argparse's one-line error naming the flag; `check` does the same for a config file's or a
+    checkpoint's values. Every refusal states the range, and `why` says where a cap comes from."""
+
+    def __init__(self, kind, low=None, high=None, above=None, below=None, why=""):
+        self.kind, self.low, self.high, self.above, self.below, self.why = kind, low, high, above, below, why
+        self.__name__ = "whole number" if kind is int else "number"  # argparse's name for the type
+
+    def describe(self):
+        if self.kind is int and self.low is not None and self.high is not None:
+            return f"a whole number from {self.low} to {self.high}"
+        bounds = [f"{word} {bound:g}" for word, bound in (("above", self.above), ("at least", self.low),
+                                                            ("at most", self.high), ("below", self.below))
+                  if bound is not None]
+        return f"a {self.__name__} {' and '.join(bounds)}".rstrip()
+
+    def check(self, value):
+        """value if it is a finite number of the kind and in range, else ValueError stating the range."""
+        kinds = (int,) if self.kind is int else (int, float)
+        ok = isinstance(value, kinds) and not isinstance(value, bool) \
+            and (isinstance(value, int) or math.isfinite(value)) \
+            and (self.low is None or value >= self.low) and (self.high is None or value <= self.high) \
+            and (self.above is None or value > self.above) and (self.below is None or value < self.below)
+        if not ok:
+            why = f" ({self.why})" if self.why else ""
+            raise ValueError(f"must be {self.describe()}, not {str(value)[:30]}{why}")
+        return self.kind(value)
+
+    def __call__(self, text):
+        """argparse's type: the flag's text -> the checked number ("1e6" is a whole number too)."""
+        try:
+            value = _number(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, not {text[:30]!r}") from None
+        if self.kind is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        try:
+            return self.check(value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _number(text):
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)  # nan and inf parse, and are refused by Range.check
+
+
+def integer(low=None, high=None, why=""):
+    """An argparse type for a whole number in [low, high]."""
+    return Range(int, low, high, why=why)
+
+
+def number(low=None, high=None, above=None, below=None, why=""):
+    """An argparse type for a finite float within the bounds (above/below: exclusive)."""
+    return Range(float, low, high, above, below, why)
+
+
+SEED = integer(0, SEED_MAX)
+
+
+def check_seeds(first, count):
+    """Face i uses seed first + i: the last one must stay within SEED_MAX too."""
+    if first + count - 1 > SEED_MAX:
+        raise UserError(f"seeds {first}..{first + count - 1} go past {SEED_MAX}: lower --seed")
+
+
+def checked(rule, value, what):
+    """value by a Range, where it does not come from a flag: a UserError naming `what` if it is out of range."""
+    try:
+        return rule.check(value)
+    except ValueError as err:
+        raise UserError(f"{what} {err}") from None
 
 
 def run(main):
@@ -69,8 +151,8 @@ def parse_with_config(parser, defaults, argv=None):
     """Parse argv over defaults < --config file < command line; returns (settings dict, keys given on the CLI).
 
     Every option of `parser` defaults to None so that "given on the command line" can be told apart.
-    Values from the file are checked against the option's choices and the default's type, so a typo in a
-    config fails at start-up with one line instead of deep inside training.
+    Values from the file are checked by the same rules as the flags (type, choices, range), so a typo or a
+    `lr_g = nan` in a config fails at start-up with one line instead of deep inside training.
     """
     args = parser.parse_args(argv)
     given = {key for key, value in vars(args).items() if value is not None}
@@ -81,19 +163,29 @@ def parse_with_config(parser, defaults, argv=None):
         if unknown:
             raise UserError(f"unknown key(s) {', '.join(unknown)} in {args.config}: "
                             f"the valid ones are the long options of --help, with _ for -")
-        choices = {action.dest: action.choices for action in parser._actions if action.choices}
-        for key, value in file_values.items():
-            _check_type(key, value, defaults[key], choices.get(key), args.config)
+        check_values(parser, file_values, defaults, args.config)
         settings.update(file_values)
     settings.update({key: value for key, value in vars(args).items() if value is not None})
     return settings, given
 
 
-def _check_type(key, value, default, choices, source):
+def check_values(parser, values, defaults, source):
+    """Settings read from `source` (a config file, a checkpoint) by the rules of the parser's flags: the
+    default's type, the choices and the Range; the first bad one is a UserError."""
+    actions = {action.dest: action for action in parser._actions}
+    for key, value in values.items():
+        action = actions.get(key)
+        _check_type(key, value, defaults.get(key), source)
+        if action is not None and action.choices and value not in action.choices:
+            raise UserError(f"{key} = {value!r} in {source} is not one of {', '.join(map(str, action.choices))}")
+        if action is not None and isinstance(action.type, Range):
+            checked(action.type, value, f"{key} in {source}")
+
+
+def _check_type(key, value, default, source):
     expected = float if isinstance(default, float) else type(default)
     ok = (default is None or isinstance(value, expected) or (expected is float and isinstance(value, int))) \
         and not (isinstance(value, bool) and expected is not bool)
     if not ok:
-        raise UserError(f"{key} = {value!r} in {source} should be a {expected.__name__}")
-    if choices and value not in choices:
-        raise UserError(f"{key} = {value!r} in {source} is not one of {', '.join(map(str, choices))}")
+        kind = {int: "a whole number", float: "a number", str: "a string in quotes", bool: "true or false"}
+        raise UserError(f"{key} = {value!r} in {source} should be {kind.get(expected, expected.__name__)}")

@@ -9,7 +9,9 @@ training or --steps iterations, whichever you give; flags after `--` go to every
 the table (comparison.md, also printed) lists the final losses, iterations, images seen and FID; samples.png
 puts the top rows of every run's last sample grid side by side.
 """
+import ctypes
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,38 +20,64 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from checkpoint import load_generator
-from cli import ArgumentParser, UserError, resolve_device, run
+from cli import ArgumentParser, UserError, integer, number, resolve_device, run
+from fid import FID_N_MAX
 from fid_sources import fid_of_generator, stats_of_real
 from files import atomic_path, save_png, write_json
 from inception import load_inception
 from plots import plt, save_figure, smooth
 from runs import checkpoint_dir, output_dir, read_metrics
 
+PR_SET_PDEATHSIG = 1  # from Linux's <sys/prctl.h>
+
 
 def build_parser():
     p = ArgumentParser(description=__doc__)
     p.add_argument("configs", nargs="+", help="TOML configs to compare")
-    p.add_argument("--minutes", type=float, default=0, help="training minutes per config")
-    p.add_argument("--steps", type=int, default=0, help="iterations per config")
-    p.add_argument("--fid-n", type=int, default=0, help="measure FID of each final model on this many samples")
+    p.add_argument("--minutes", type=number(low=0), default=0, help="training minutes per config")
+    p.add_argument("--steps", type=integer(0), default=0, help="iterations per config")
+    p.add_argument("--fid-n", type=integer(0, FID_N_MAX), default=0,
+                   help="measure FID of each final model on this many samples (0: not measured)")
     p.add_argument("--tag", default="", help="suffix for the run names, to keep several comparisons apart")
     p.add_argument("--out", default="outputs/comparison", help="folder for comparison.png/.md/.json")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     return p
 
 
-def run_name(config, tag):
-    return f"compare-{Path(config).stem}" + (f"-{tag}" if tag else "")
+def run_names(configs, tag):
+    """compare-<config name>[-tag] per config; two configs of one name would share a run, so that is refused."""
+    names = [f"compare-{Path(config).stem}" + (f"-{tag}" if tag else "") for config in configs]
+    for name in set(names):
+        same = [config for config, other in zip(configs, names) if other == name]
+        if len(same) > 1:
+            raise UserError(f"{' and '.join(same)} have the same file name, so their runs would share {name}: "
+                            "rename one, or compare them in two runs with different --tag")
+    return names
+
+
+def die_with_parent():
+    """In the child, before train.py starts: Linux sends it SIGTERM (train.py saves and stops) if compare.py
+    dies, even by SIGKILL, so no training outlives the comparison. Elsewhere it is a no-op."""
+    libc = ctypes.CDLL(None)
+    if hasattr(libc, "prctl"):
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def train_one(config, name, args, extra):
-    """Run train.py in its own process (a crash or NaN in one config does not stop the others)."""
+    """Run train.py in its own process (a crash or NaN in one config does not stop the others); if compare is
+    interrupted, the child is stopped (it saves latest.pt) before compare exits."""
     budget = ["--max-minutes", str(args.minutes)] if args.minutes else ["--max-steps", str(args.steps)]
     resume = ["--resume", "auto"] if (checkpoint_dir(name) / "latest.pt").exists() else []
     cmd = [sys.executable, str(Path(__file__).with_name("train.py")), "--config", config, "--run", name,
            "--device", args.device, "--epochs", "100000", *budget, *resume, *extra]
     print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
-    return subprocess.run(cmd).returncode
+    child = subprocess.Popen(cmd, preexec_fn=die_with_parent if sys.platform == "linux" else None)
+    try:
+        return child.wait()
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
 
 
 def read_run(name):
@@ -124,14 +152,14 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = build_parser().parse_args(argv[:argv.index("--")] if "--" in argv else argv)
-    if bool(args.minutes) == bool(args.steps) or args.minutes < 0 or args.steps < 0:
+    if bool(args.minutes) == bool(args.steps):
         raise UserError("give the budget as --minutes M or --steps N (one of them)")
     for config in args.configs:
         if not Path(config).is_file():
             raise UserError(f"config {config} not found")
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     results = []
-    for config in args.configs:
-        name = run_name(config, args.tag)
+    for config, name in zip(args.configs, run_names(args.configs, args.tag)):
         code = train_one(config, name, args, extra)
         rows = read_run(name)
         cfg_path = output_dir(name) / "config.json"
@@ -148,6 +176,15 @@ def main(argv=None):
                                          for r in results])
     print(text)
     print(f"wrote {out / 'comparison.png'}, {out / 'samples.png'} and {out / 'comparison.md'}")
+    failed = [f"{r['name']} (exit {r['code']})" for r in results if r["code"] != 0]
+    if failed:
+        print(f"error: {len(failed)} of {len(results)} runs failed: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def stop_on_sigterm(signum, frame):
+    """SIGTERM like Ctrl-C: unwind, so that train_one stops its child before compare exits."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

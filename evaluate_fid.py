@@ -12,8 +12,9 @@ statistics (mu, sigma: pytorch-fid's layout). Statistics of datasets are cached 
 import sys
 import time
 
-from cli import ArgumentParser, UserError, resolve_device, run
-from fid import DEFAULT_N, KID_SUBSET_SIZE, KID_SUBSETS, frechet_distance, kernel_inception_distance, save_stats
+from cli import SEED, ArgumentParser, UserError, integer, resolve_device, run
+from fid import (DEFAULT_N, FID_N_MAX, KID_SUBSET_SIZE, KID_SUBSET_SIZE_MAX, KID_SUBSETS, frechet_distance,
+                 kernel_inception_distance, save_stats)
 from fid_sources import open_source, stats_of_source
 from files import write_json
 from inception import BATCH_SIZE, load_inception
@@ -25,18 +26,21 @@ def build_parser():
     p.add_argument("--ckpt", help="fake side: a checkpoint written by train.py")
     p.add_argument("--fake", help="fake side: any source")
     p.add_argument("--real", help="real side (default with --ckpt: the data the checkpoint was trained on)")
-    p.add_argument("--n", type=int, default=DEFAULT_N,
+    p.add_argument("--n", type=integer(2, FID_N_MAX), default=DEFAULT_N,
                    help=f"samples from a checkpoint or toyfaces; at most this many of a dataset ({DEFAULT_N})")
-    p.add_argument("--seed", type=int, default=0, help="sample i of a checkpoint uses seed+i; toyfaces seed")
-    p.add_argument("--res", type=int, help="toyfaces resolution (default: the checkpoint's, else 64)")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"images per Inception batch ({BATCH_SIZE})")
+    p.add_argument("--seed", type=SEED, default=0, help="sample i of a checkpoint uses seed+i; toyfaces seed")
+    p.add_argument("--res", type=integer(8, 1024), help="toyfaces resolution (default: the checkpoint's, else 64)")
+    p.add_argument("--batch-size", type=integer(1, 512), default=BATCH_SIZE,
+                   help=f"images per Inception batch ({BATCH_SIZE})")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--json", metavar="PATH", help="also write the results, N, resolutions and timings here")
     p.add_argument("--save-stats", metavar="PATH", help="with one source: write its mu, sigma as .npz and stop")
     p.add_argument("--inception-weights", metavar="PATH", help="pytorch-fid's pt_inception-2015-12-05-*.pth")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached dataset statistics")
-    p.add_argument("--kid-subsets", type=int, default=KID_SUBSETS, help=f"KID subsets ({KID_SUBSETS})")
-    p.add_argument("--kid-subset-size", type=int, default=KID_SUBSET_SIZE, help=f"({KID_SUBSET_SIZE})")
+    p.add_argument("--kid-subsets", type=integer(1, 10_000), default=KID_SUBSETS,
+                   help=f"KID subsets ({KID_SUBSETS})")
+    p.add_argument("--kid-subset-size", type=integer(2, KID_SUBSET_SIZE_MAX), default=KID_SUBSET_SIZE,
+                   help=f"images per KID subset ({KID_SUBSET_SIZE}); below the smaller N for a spread")
     return p
 
 
@@ -87,7 +91,7 @@ def open_sides(args, fake_spec, real_spec, device):
     if real_spec is None:
         if config is None:
             raise UserError(f"no real side: add --real (a packed dataset, folder, toyfaces or .npz) to {fake_spec}")
-        real_spec = config.get("data") or "toyfaces"
+        real_spec = str(config.get("data") or "toyfaces")
         print(f"real side: the checkpoint's training data, {real_spec}")
     res = args.res or (config or {}).get("res") or 64
     return [("fake", fake), ("real", open_source(real_spec, args.n, res, args.seed, device)[0])], real_spec
@@ -116,10 +120,17 @@ def kid_of_sides(fake, real, args, device, timings):
     if fake["features"] is None or real["features"] is None:
         print("KID n/a: a .npz of statistics has no features (give images or a checkpoint on both sides)")
         return None
-    mean, std, m = timed(timings, "kid", kernel_inception_distance, fake["features"], real["features"],
-                         args.kid_subsets, args.kid_subset_size, args.seed, device)
-    print(f"KID {mean:.6f} ± {std:.6f} ({args.kid_subsets} subsets of {m})")
-    return {"mean": mean, "std": std, "subsets": args.kid_subsets, "subset_size": m}
+    kid = timed(timings, "kid", kernel_inception_distance, fake["features"], real["features"], args.kid_subsets,
+                args.kid_subset_size, args.seed, device)
+    if kid["std"] is not None:
+        print(f"KID {kid['mean']:.6f} ± {kid['std']:.6f} ({kid['subsets']} subsets of {kid['subset_size']})")
+        return kid
+    n = min(len(fake["features"]), len(real["features"]))
+    kid["note"] = (f"N={n} is too small for a spread: a subset of --kid-subset-size {args.kid_subset_size} "
+                   f"holds every image; give more images, or a subset size below {n}"
+                   if args.kid_subset_size >= n else "one subset has no spread: use --kid-subsets 2 or more")
+    print(f"KID {kid['mean']:.6f} (std n/a: {kid['note']})")
+    return kid
 
 
 def compare_sides(results, args, device, timings):
@@ -145,8 +156,6 @@ def report(fid, kid, device, model, specs, results, timings):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.n < 2 or args.batch_size < 1 or args.kid_subsets < 1 or args.kid_subset_size < 2:
-        raise UserError("--n and --kid-subset-size must be at least 2, --batch-size and --kid-subsets at least 1")
     started = time.perf_counter()
     device = resolve_device(args.device)
     fake_spec, real_spec = pick_sides(args)

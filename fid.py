@@ -13,6 +13,8 @@ from inception import FEATURE_DIM, exact_fp32
 
 DEFAULT_N = 10_000
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
+KID_SUBSET_SIZE_MAX = 5000  # its three m x m float64 kernel matrices then take 0.6 GB
+FID_N_MAX = 100_000  # images per side: their features (2048 float32 each, kept for KID) take 0.8 GB
 KID_FULL_KERNEL_MAX = 6000  # images on both sides together for which the whole kernel matrix (float64) fits
 
 
@@ -68,7 +70,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     with one_thread():
         eig = torch.linalg.eigvalsh((m + m.T) / 2)  # symmetrised against rounding
     diff = mu1 - mu2
-    return float(diff @ diff + sigma1.trace() + sigma2.trace() - 2 * eig.clamp(min=0).sqrt().sum())
+    distance = float(diff @ diff + sigma1.trace() + sigma2.trace() - 2 * eig.clamp(min=0).sqrt().sum())
+    return distance if distance > 0 else 0.0  # a squared distance: rounding leaves -1e-13 for equal sides
 
 
 def polynomial_kernel(a, b):
@@ -77,24 +80,39 @@ def polynomial_kernel(a, b):
 
 
 def kernel_inception_distance(f1, f2, subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=0, device="cpu"):
-    """KID: unbiased MMD^2 with the cubic polynomial kernel over random subsets -> (mean, std, subset size)."""
+    """KID: unbiased MMD^2 with the cubic polynomial kernel over random subsets -> {mean, std, subsets,
+    subset_size}: the mean over the subsets drawn, their standard deviation, how many, of how many images.
+
+    A side with no more images than subset_size is whole in every subset, so the subsets' spread is not the
+    estimate's error: std is then None, and when both sides are that small there is one estimate over all
+    the images rather than `subsets` identical ones.
+    """
     m = min(subset_size, len(f1), len(f2))
     if m < 2:
         raise UserError(f"KID needs at least 2 images per side, not {min(len(f1), len(f2))}")
+    spread = subset_size < min(len(f1), len(f2)) and subsets > 1
+    draws = subsets if m < max(len(f1), len(f2)) else 1
+    mmds = _subset_mmds(f1, f2, m, draws, seed, device)
+    return {"mean": float(np.mean(mmds)), "std": float(np.std(mmds)) if spread else None, "subsets": draws,
+            "subset_size": m}
+
+
+def _subset_mmds(f1, f2, m, draws, seed, device):
+    """The unbiased MMD^2 of `draws` random pairs of m-image subsets."""
     rng = np.random.default_rng(seed)
     z = torch.cat([torch.as_tensor(f1), torch.as_tensor(f2)]).to(device)
     mmds = []
     with exact_fp32(torch.device(device)):
         # Small sets: every kernel value in one big matmul, ~20x less work than 3 per subset at N = 2,100.
         full = polynomial_kernel(z, z) if len(z) <= KID_FULL_KERNEL_MAX else None
-        for _ in range(subsets):
+        for _ in range(draws):
             x = torch.as_tensor(rng.choice(len(f1), m, replace=False), device=device)
             y = torch.as_tensor(len(f1) + rng.choice(len(f2), m, replace=False), device=device)
             kxx, kyy, kxy = (full[a[:, None], b] if full is not None else polynomial_kernel(z[a], z[b])
                              for a, b in ((x, x), (y, y), (x, y)))
             within = (kxx.sum() - kxx.diagonal().sum() + kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
             mmds.append((within - 2 * kxy.sum() / (m * m)).item())
-    return float(np.mean(mmds)), float(np.std(mmds)), m
+    return mmds
 
 
 def load_stats_npz(path):

@@ -1,15 +1,18 @@
 """What FID compares: the images of a folder, a packed dataset, the toy faces or a checkpoint's samples (or a
 .npz of statistics), read as uint8 batches, and their statistics through a cache keyed by content, N and
 resolution under cache_root()/fid_stats/."""
+import collections
 import hashlib
 import json
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from checkpoint import load_generator
 from cli import UserError
@@ -21,6 +24,9 @@ from sampling import generated_batches
 from toyfaces import TOYFACES, toyfaces
 
 CACHE_VERSION = 1  # bump when the way statistics are computed changes
+# Pixels in one Inception batch of a folder's images (each becomes float32 before the resize to 299): a batch
+# of big images is cut shorter, and an image larger than a whole batch is skipped (0.2 GB as float32).
+BATCH_PIXELS = 4096 * 4096
 SOURCE_HELP = "give a checkpoint (.pt), a packed dataset, a folder of images, toyfaces, or a .npz of statistics"
 
 
@@ -31,33 +37,45 @@ class ImageSource:
     def __init__(self, kind, name, label, n, res, batches, fingerprint=None):
         self.kind, self.name, self.label, self.n, self.res = kind, name, label, n, res
         self.batches, self.fingerprint = batches, fingerprint
-        self.skipped = 0  # undecodable files met so far (folders)
+        self.skips = collections.Counter()  # files of a folder skipped so far, by reason
+
+    @property
+    def skipped(self):
+        return sum(self.skips.values())
 
 
 # ---------------------------------------------------------------------------------------------- sources
 
 def _decoded_images(files, n, source):
-    """The first n files that decode, as uint8 (H, W, 3) arrays; the others are counted in source.skipped."""
+    """The first n files that decode, as uint8 (H, W, 3) arrays; the others are counted in source.skips."""
     used = 0
     for path in files:
         if used == n:
             return
         try:
-            with open_image(path) as image:
+            with warnings.catch_warnings():  # PIL's warning about big images: those are skipped below
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = open_image(path)
+            with image:
+                if image.width * image.height > BATCH_PIXELS:  # known from the header, before decoding
+                    source.skips[f"over {BATCH_PIXELS:,} pixels"] += 1
+                    continue
                 image.load()
                 pixels = np.asarray(to_rgb(image))
         except (BadImage, *DECODE_ERRORS):
-            source.skipped += 1
+            source.skips["undecodable"] += 1
             continue
         used += 1
         yield pixels
 
 
 def _same_size_batches(images, batch_size, sizes):
-    """Runs of at most batch_size images of one size, stacked; adds each (height, width) met to `sizes`."""
+    """Runs of at most batch_size images of one size and BATCH_PIXELS pixels, stacked; adds each (height,
+    width) met to `sizes`."""
     batch = []
     for pixels in images:
-        if batch and (len(batch) == batch_size or pixels.shape != batch[0].shape):
+        full = len(batch) == min(batch_size, BATCH_PIXELS // (pixels.shape[0] * pixels.shape[1]))
+        if batch and (full or pixels.shape != batch[0].shape):
             yield np.stack(batch)
             batch = []
         batch.append(pixels)
@@ -78,7 +96,8 @@ def _listing_fingerprint(root, files):
 
 def folder_source(root, n):
     """Images under root read at their own size (no crop, no resize: pytorch-fid's reading), first n that
-    decode; undecodable files are skipped and counted. A batch holds images of one size."""
+    decode; undecodable files and images over BATCH_PIXELS are skipped and counted. A batch holds images of
+    one size."""
     root = Path(root)
     files = find_images(root)
     if not files:
@@ -183,7 +202,8 @@ def stats_of_source(source, model, device, batch_size=BATCH_SIZE, use_cache=True
     features = features_of_images(model, source.batches(batch_size), device, total=source.n,
                                   desc=desc or source.kind, progress=progress)
     if source.skipped:
-        print(f"warning: {source.label}: skipped {source.skipped} undecodable file(s)", file=sys.stderr)
+        reasons = ", ".join(f"{count} {reason}" for reason, count in source.skips.most_common())
+        print(f"warning: {source.label}: skipped {source.skipped} file(s): {reasons}", file=sys.stderr)
     stats = stats_of_features(features, source.label)
     stats.update(res=source.res, skipped=source.skipped, seconds=time.perf_counter() - start, cached=None)
     if path is not None:

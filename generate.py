@@ -4,31 +4,64 @@
     python generate.py --ckpt ... --seed 100 --n 16 --individual        # 16 PNGs, seeds 100..115
     python generate.py --ckpt ... --interp 5                            # a loop through 5 seeds
 """
+import math
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from checkpoint import generator_from_state, load_checkpoint
-from cli import ArgumentParser, UserError, resolve_device, run
+from cli import SEED, ArgumentParser, UserError, check_seeds, integer, resolve_device, run
 from files import atomic_path, save_png
 from runs import output_dir, run_of_checkpoint
 from grids import grid_image
 from sampling import interpolation_latents, render, sample_noise
 
 INTERP_FRAMES = 12  # frames between two seeds
+N_MAX = 1_000_000  # faces per call; --individual writes them a batch at a time, so memory stays flat
+BATCH = 256  # faces rendered and written at a time
+GRID_MAX_PIXELS = 100_000_000  # one grid PNG (0.3 GB as RGB): about 22,800 faces at 64 px, 1,400 at 256 px
 
 
 def build_parser():
     p = ArgumentParser(description=__doc__)
     p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (latest.pt, epoch_NNN.pt)")
-    p.add_argument("--n", type=int, default=64, help="how many faces (default 64, an 8x8 grid)")
-    p.add_argument("--seed", type=int, default=0, help="first seed; face i uses seed+i (default 0)")
+    p.add_argument("--n", type=integer(1, N_MAX), default=64, help="how many faces (default 64, an 8x8 grid)")
+    p.add_argument("--seed", type=SEED, default=0, help="first seed; face i uses seed+i (default 0)")
     p.add_argument("--out", help="output PNG (or folder with --individual); default outputs/<run>/generated/")
     p.add_argument("--individual", action="store_true", help="one PNG per face instead of a grid")
     p.add_argument("--fixed", action="store_true", help="the run's fixed noise: the grid training drew")
-    p.add_argument("--interp", type=int, metavar="K", help="interpolate through K seeds: a strip PNG and a GIF")
+    p.add_argument("--interp", type=integer(2, 100), metavar="K",
+                   help="interpolate through K seeds: a strip PNG and a GIF")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     return p
+
+
+def check_request(args):
+    """Before any work: the seeds are in range, and --out is a file name (a folder with --individual)."""
+    check_seeds(args.seed, args.interp or (0 if args.fixed else args.n))
+    if args.out is None:
+        return
+    out = Path(args.out)
+    if args.individual and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: with --individual give a folder for the PNGs")
+    if not args.individual and out.is_dir():
+        raise UserError(f"--out {out} is a folder: give a file name such as {out / 'faces.png'}, or add "
+                        "--individual to write one PNG per face into it")
+    existing = next(p for p in out.parents if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, not a folder")
+
+
+def check_grid(count, res):
+    """A grid of `count` faces must fit in GRID_MAX_PIXELS."""
+    side = math.ceil(math.sqrt(count)) * (res + 2) + 2
+    if side * side > GRID_MAX_PIXELS:
+        most = ((math.isqrt(GRID_MAX_PIXELS) - 2) // (res + 2)) ** 2
+        raise UserError(f"--n {count}: a grid of {count} faces at {res} px would be {side}x{side} px; at most "
+                        f"{most} fit in one grid of {GRID_MAX_PIXELS // 10**6} megapixels: lower --n, or add "
+                        "--individual for one PNG per face")
 
 
 def output_path(args, name):
@@ -49,34 +82,53 @@ def write_interpolation(args, G, nz, device):
     print(f"wrote {out} ({args.interp} seeds, {len(frames)} frames) and {gif}")
 
 
-def write_samples(args, images, res):
-    """One grid PNG, or one PNG per face named by its seed."""
-    if args.individual:
-        folder = output_path(args, f"seed{args.seed}_n{args.n}")
-        first = 0 if args.fixed else args.seed
-        for i, image in enumerate(images):
-            save_png(Image.fromarray(image), folder / f"{first + i:06d}.png")
-        print(f"wrote {len(images)} PNGs to {folder}/")
-    else:
-        out = output_path(args, "fixed.png" if args.fixed else f"seed{args.seed}_n{args.n}.png")
-        save_png(grid_image(images), out)
-        print(f"wrote {out} ({len(images)} faces at {res} px)")
+def noise_batches(args, ckpt, nz):
+    """(the first face's number: its seed, or its index in the fixed noise; the latents), BATCH at a time."""
+    if args.fixed:
+        if "fixed_noise" not in ckpt:
+            raise UserError(f"{args.ckpt} holds no fixed noise (a sampler-only file): drop --fixed")
+        z = ckpt["fixed_noise"].cpu()
+        yield from ((start, z[start:start + BATCH]) for start in range(0, len(z), BATCH))
+        return
+    stop = args.seed + args.n
+    for start in range(args.seed, stop, BATCH):
+        yield start, sample_noise(range(start, min(start + BATCH, stop)), nz)
+
+
+def write_individual(args, G, batches, count, device):
+    """One PNG per face, named by its seed, rendered and written a batch at a time."""
+    folder = output_path(args, f"seed{args.seed}_n{args.n}")
+    with tqdm(total=count, unit="face", leave=False, disable=count <= BATCH) as bar:
+        for first, z in batches:
+            for i, image in enumerate(render(G, z, device), first):
+                save_png(Image.fromarray(image), folder / f"{i:06d}.png")
+            bar.update(len(z))
+    print(f"wrote {count} PNGs to {folder}/")
+
+
+def write_grid(args, G, batches, res, device):
+    images = np.concatenate([render(G, z, device) for _, z in batches])
+    out = output_path(args, "fixed.png" if args.fixed else f"seed{args.seed}_n{args.n}.png")
+    save_png(grid_image(images), out)
+    print(f"wrote {out} ({len(images)} faces at {res} px)")
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.n < 1 or (args.interp is not None and args.interp < 2):
-        raise UserError("--n must be at least 1 and --interp at least 2")
+    check_request(args)
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.ckpt, device)
     G, config = generator_from_state(ckpt, args.ckpt, device), ckpt["config"]
     if args.interp:
         write_interpolation(args, G, config["nz"], device)
         return
-    if args.fixed and "fixed_noise" not in ckpt:
-        raise UserError(f"{args.ckpt} holds no fixed noise (a sampler-only file): drop --fixed")
-    z = ckpt["fixed_noise"].cpu() if args.fixed else sample_noise(range(args.seed, args.seed + args.n), config["nz"])
-    write_samples(args, render(G, z, device), config["res"])
+    batches = noise_batches(args, ckpt, config["nz"])
+    count = len(ckpt["fixed_noise"]) if args.fixed and "fixed_noise" in ckpt else args.n
+    if args.individual:
+        write_individual(args, G, batches, count, device)
+    else:
+        check_grid(count, config["res"])
+        write_grid(args, G, batches, config["res"], device)
 
 
 if __name__ == "__main__":

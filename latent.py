@@ -26,7 +26,7 @@ import torch
 from attribute_probe import (PROBE_HOLDOUT, fit_probe, generated_features, image_features, labelled_real_images,
                              make_featurizer, probe_probability)
 from checkpoint import load_generator
-from cli import ArgumentParser, UserError, resolve_device, run
+from cli import SEED, ArgumentParser, UserError, check_seeds, integer, number, resolve_device, run
 from files import save_png
 from latent_directions import (attribute_vector, check_name, check_seed, default_latent_dir, first_layer_weight,
                                load_vector, save_sefa, save_vector, sefa)
@@ -35,6 +35,9 @@ from sampling import render, sample_noise
 
 SEFA_SEEDS = "0,1,2"
 MIN_PROBE_PER_CLASS = 5  # generated faces needed on each side of the probe's 0.5 threshold
+SCALE = number(above=0, high=100)  # --alpha, --strength: far past where faces stay faces, short of overflow
+STEPS = integer(2, 101)  # frames of a figure or strip
+FIGURE_MAX_FACES = 20_000  # the SeFa figure's faces, rendered at once (0.25 GB at 64 px)
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -117,9 +120,9 @@ def build_parser():
 
 
 def add_sefa_options(s):
-    s.add_argument("--k", type=int, default=8, help="how many directions (default 8)")
-    s.add_argument("--alpha", type=float, default=3.0, help="figure: steps from -alpha to +alpha (default 3)")
-    s.add_argument("--steps", type=int, default=7, help="figure: columns per seed, odd (default 7)")
+    s.add_argument("--k", type=integer(1), default=8, help="how many directions, at most nz (default 8)")
+    s.add_argument("--alpha", type=SCALE, default=3.0, help="figure: steps from -alpha to +alpha (default 3)")
+    s.add_argument("--steps", type=STEPS, default=7, help="figure: columns per seed, odd (default 7)")
     s.add_argument("--seeds", default=SEFA_SEEDS, help=f"figure: seeds to edit (default {SEFA_SEEDS})")
 
 
@@ -134,27 +137,30 @@ def add_attribute_options(s):
     s.add_argument("--attr-file", help="attribute labels of a packed CelebA dataset: list_attr_celeba.txt")
     s.add_argument("--features", choices=("inception", "pixels"), default="inception",
                    help="probe features: the FID network's pool3 (default) or 32x32 pixels (fast, toy faces)")
-    s.add_argument("--probe-n", type=int, default=400, help="real images the probe learns from (default 400)")
-    s.add_argument("--n", type=int, default=1000, help="generated faces the probe labels (default 1000)")
-    s.add_argument("--seed", type=int, default=0, help="first seed of those faces (default 0)")
+    s.add_argument("--probe-n", type=integer(4 * PROBE_HOLDOUT, 100_000), default=400,
+                   help="real images the probe learns from (default 400)")
+    s.add_argument("--n", type=integer(2 * MIN_PROBE_PER_CLASS, 100_000), default=1000,
+                   help="generated faces the probe labels (default 1000)")
+    s.add_argument("--seed", type=SEED, default=0, help="first seed of those faces (default 0)")
 
 
 def add_edit_options(s):
-    s.add_argument("--seed", type=int, required=True, help="the face to edit (a seed, as in generate.py)")
+    s.add_argument("--seed", type=SEED, required=True, help="the face to edit (a seed, as in generate.py)")
     s.add_argument("--vector", required=True, help="name of a saved attribute vector")
-    s.add_argument("--strength", type=float, default=2.0, help="largest multiple of the vector (default 2)")
-    s.add_argument("--steps", type=int, default=7, help="frames, odd so the middle one is unedited (default 7)")
+    s.add_argument("--strength", type=SCALE, default=2.0, help="largest multiple of the vector (default 2)")
+    s.add_argument("--steps", type=STEPS, default=7, help="frames, odd so the middle one is unedited (default 7)")
     s.add_argument("--out", help="output PNG (default <out-dir>/edit_<vector>_seed<S>.png)")
 
 
 def cmd_sefa(args, G, folder, device):
-    if not 1 <= args.k <= G.nz:
+    if args.k > G.nz:
         raise UserError(f"--k must be from 1 to nz={G.nz}, not {args.k}")
-    if args.steps < 2 or args.alpha <= 0:
-        raise UserError("--steps must be at least 2 and --alpha positive")
+    seeds = parse_seeds(args.seeds)
+    if args.k * len(seeds) * args.steps > FIGURE_MAX_FACES:
+        raise UserError(f"--k {args.k} x {len(seeds)} seeds x --steps {args.steps} is over the figure's "
+                        f"{FIGURE_MAX_FACES} faces: lower one of them")
     directions, eigenvalues = sefa(first_layer_weight(G), args.k)
     save_sefa(folder, directions, eigenvalues, args.ckpt)
-    seeds = parse_seeds(args.seeds)
     save_png(sefa_figure(G, directions, seeds, args.alpha, args.steps, device), folder / "sefa.png")
     share = eigenvalues / first_layer_weight(G).double().square().sum().item()  # trace(A^T A): all eigenvalues
     for i, (value, fraction) in enumerate(zip(eigenvalues.tolist(), share.tolist())):
@@ -184,10 +190,7 @@ def vector_from_labels(args, G):
 
 def vector_from_probe(args, G, config, device):
     """The attribute vector of --n generated faces labelled by a probe, and what to record about it."""
-    if args.probe_n < 4 * PROBE_HOLDOUT or args.n < 2 * MIN_PROBE_PER_CLASS:
-        raise UserError(f"--probe-n must be at least {4 * PROBE_HOLDOUT} and --n at least "
-                        f"{2 * MIN_PROBE_PER_CLASS}")
-    check_seed(args.seed, "--seed")
+    check_seeds(args.seed, args.n)
     probe, featurize, accuracy, description = probe_of_real_images(args, config, device)
     z = sample_noise(range(args.seed, args.seed + args.n), G.nz)
     has_it = probe_probability(probe, generated_features(G, z, device, featurize)) > 0.5
@@ -215,9 +218,6 @@ def probe_of_real_images(args, config, device):
 
 
 def cmd_edit(args, G, folder, device):
-    check_seed(args.seed, "--seed")
-    if args.steps < 2 or args.strength <= 0:
-        raise UserError("--steps must be at least 2 and --strength positive")
     vector = load_vector(folder, args.vector, G.nz)
     frames = edit_strip(G, sample_noise([args.seed], G.nz)[0], vector, args.strength, args.steps, device)
     out = Path(args.out or folder / f"edit_{args.vector}_seed{args.seed}.png")

@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cli import UserError
+from cli import SEED, SEED_MAX, UserError, checked  # SEED_MAX: explore.py takes it from here with the checks
 from files import atomic_path, write_json
 from runs import output_dir, run_of_checkpoint
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")  # also a safe file name: no dots, no slashes
-SEED_MAX = 2**31 - 1
 
 
 # ---------------------------------------------------------------------------------------------- directions
@@ -61,9 +60,7 @@ def attribute_vector(z, labels):
 # ---------------------------------------------------------------------------------------------- checks
 
 def check_seed(seed, what="seed"):
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise UserError(f"{what} must be a whole number from 0 to {SEED_MAX}, not {str(seed)[:30]}")
-    return seed
+    return checked(SEED, seed, what)
 
 
 def check_name(name):

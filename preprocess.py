@@ -13,7 +13,7 @@ import collections
 import sys
 import time
 
-from cli import ArgumentParser, UserError, run
+from cli import SEED, ArgumentParser, UserError, integer, run
 from image_files import CELEBA_BOX, parse_crop
 from network import RESOLUTIONS
 from packed import build_dataset
@@ -49,19 +49,24 @@ def summary(kept, skipped, out, res, seconds):
             f"({len(kept)}x{res}x{res}x3, {megabytes:.0f} MB) in {seconds:.1f} s ({total / seconds:.0f} img/s)")
 
 
+SYNTHETIC_MAX = 10_000_000  # toy faces: 123 GB on disk at 64 px, 2 TB at 256 px
+
+
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split("\n")[0], epilog="\n".join(__doc__.split("\n")[1:]))
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--src", help="folder of images (searched recursively) or a .zip read in place")
-    source.add_argument("--synthetic", type=int, metavar="N", help="pack N built-in toy faces instead")
+    source.add_argument("--synthetic", type=integer(1, SYNTHETIC_MAX), metavar="N",
+                        help="pack N built-in toy faces instead")
     parser.add_argument("--out", required=True, help="output directory (images.npy + dataset.json)")
     parser.add_argument("--res", type=int, default=64, help=f"output size in pixels: {RESOLUTIONS}")
     parser.add_argument("--crop", default="center",
                         help="celeba (face box for aligned 178x218 CelebA), center (largest centred square), "
                              "none (resize only), or a box L,T,R,B in pixels (default: center)")
-    parser.add_argument("--limit", type=int, help="only the first N images (sorted by name): a quick subset")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="processes (default: all cores)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --synthetic faces")
+    parser.add_argument("--limit", type=integer(1), help="only the first N images (sorted by name): a quick subset")
+    parser.add_argument("--workers", type=integer(1, 256), default=default_workers(),
+                        help="processes (default: all cores)")
+    parser.add_argument("--seed", type=SEED, default=0, help="seed of --synthetic faces")
     parser.add_argument("--preview", action="store_true", help="also write preview.png, an 8x8 grid")
     parser.add_argument("--no-draft", dest="draft", action="store_false",
                         help="decode JPEGs at full size (a little sharper, ~1.5x slower)")
@@ -69,9 +74,6 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.res not in RESOLUTIONS:
         raise UserError(f"--res {args.res} is not supported: use one of {', '.join(map(str, RESOLUTIONS))}")
-    for flag in ("limit", "synthetic", "workers"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1, not {getattr(args, flag)}")
     args.crop = parse_crop(args.crop)
     return args
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cli import UserError
-from files import atomic_path
+from files import atomic_path, user_fixable_errors
 
 OUTPUTS, CHECKPOINTS = Path("outputs"), Path("checkpoints")
 METRICS = ("loss_d", "loss_g", "d_real", "d_fake")  # per log line: means over the iterations since the last
@@ -65,7 +65,7 @@ class MetricsLog:
         self.elapsed = float(rows[-1]["elapsed_s"]) if rows else 0.0
 
     def append(self, row):
-        with self.path.open("a", newline="") as f:
+        with user_fixable_errors(self.path), self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.COLUMNS).writerow(row)
 
     def read(self):

@@ -5,9 +5,18 @@ import argparse
 
 import diffaug
 import losses
-from cli import ArgumentParser, UserError, parse_with_config
+from cli import SEED, ArgumentParser, UserError, check_values, integer, number, parse_with_config
+from fid import FID_N_MAX
 from network import D_ARCHITECTURE_KEYS, D_NORMS, G_ARCHITECTURE_KEYS, RESOLUTIONS
 from toyfaces import TOYFACES
+
+# Ranges of the numeric flags below that bench.py's flags share, and the caps that need a reason.
+TOY_SIZE_MAX = 10_000_000  # toy faces are drawn by index; an epoch's shuffled indices must fit in memory
+WIDTH = integer(1, 256)  # ngf, ndf: the widest layer is 16x this, and 4096 channels take gigabytes at 256 px
+BATCH_SIZE = integer(1, 8192)
+WORKERS = integer(0, 256)
+LEARNING_RATE = number(above=0, high=1)
+DECAY = number(low=0, below=1)  # Adam's betas and the EMA decay
 
 DEFAULTS = {
     "config": None,
@@ -26,40 +35,40 @@ DEFAULTS = {
 def add_data_flags(add):
     add("--config", help="TOML file from configs/; flags given here override its keys")
     add("--data", help="toyfaces (default), a dataset made by preprocess.py, or a folder of images")
-    add("--toy-size", type=int, help="number of toy faces in one epoch (default 20000)")
+    add("--toy-size", type=integer(1, TOY_SIZE_MAX), help="number of toy faces in one epoch (default 20000)")
     add("--res", type=int, choices=RESOLUTIONS, help="image size in pixels (default 64)")
     add("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips, done on the device")
-    add("--workers", type=int, help="data loading processes (default 2; 0 loads in the training process)")
+    add("--workers", type=WORKERS, help="data loading processes (default 2; 0 loads in the training process)")
 
 
 def add_model_flags(add):
-    add("--nz", type=int, help="latent size (default 100)")
-    add("--ngf", type=int, help="generator width: channels of its last hidden layer (default 64)")
-    add("--ndf", type=int, help="discriminator width: channels of its first layer (default 64)")
+    add("--nz", type=integer(1, 4096), help="latent size (default 100)")
+    add("--ngf", type=WIDTH, help="generator width: channels of its last hidden layer (default 64)")
+    add("--ndf", type=WIDTH, help="discriminator width: channels of its first layer (default 64)")
     add("--g-act", choices=("relu", "leaky"), help="generator activation (default relu)")
     add("--d-norm", choices=D_NORMS, help="discriminator normalisation: batch (default), none, spectral")
     add("--init", choices=("dcgan", "default"), help="DCGAN's N(0, 0.02) init or PyTorch's default")
 
 
 def add_optimisation_flags(add):
-    add("--epochs", type=int, help="passes over the data (default 25)")
-    add("--batch-size", type=int, help="images per D update (default 128)")
-    add("--max-steps", type=int, help="stop after this many iterations (0: no limit; for smoke tests)")
-    add("--max-minutes", type=float, help="stop after this many minutes of training (0: no limit)")
-    add("--d-steps", type=int, help="D updates per iteration, each on a new real batch (default 1)")
-    add("--g-steps", type=int, help="G updates per iteration (default 1; the anime recipe uses 5)")
+    add("--epochs", type=integer(1, 1_000_000), help="passes over the data (default 25)")
+    add("--batch-size", type=BATCH_SIZE, help="images per D update (default 128)")
+    add("--max-steps", type=integer(0), help="stop after this many iterations (0: no limit; for smoke tests)")
+    add("--max-minutes", type=number(low=0), help="stop after this many minutes of training (0: no limit)")
+    add("--d-steps", type=integer(1, 100), help="D updates per iteration, each on a new real batch (default 1)")
+    add("--g-steps", type=integer(1, 100), help="G updates per iteration (default 1; the anime recipe uses 5)")
     add("--optim", choices=("adam", "sgd", "rmsprop"), help="optimiser for both nets (default adam)")
-    add("--lr-g", type=float, help="generator learning rate (default 2e-4)")
-    add("--lr-d", type=float, help="discriminator learning rate (default 2e-4)")
-    add("--beta1", type=float, help="Adam beta1 (default 0.5, as in DCGAN); SGD momentum, RMSprop alpha unused")
-    add("--beta2", type=float, help="Adam beta2 (default 0.999)")
+    add("--lr-g", type=LEARNING_RATE, help="generator learning rate (default 2e-4)")
+    add("--lr-d", type=LEARNING_RATE, help="discriminator learning rate (default 2e-4)")
+    add("--beta1", type=DECAY, help="Adam beta1 (default 0.5, as in DCGAN); SGD momentum, RMSprop alpha unused")
+    add("--beta2", type=DECAY, help="Adam beta2 (default 0.999)")
     add("--loss", choices=losses.LOSSES, help="bce (DCGAN, default), hinge, wgan (weight clipping), wgan-gp")
     add("--g-loss", choices=losses.G_LOSSES, help="with bce: nonsaturating (default) or the original saturating")
-    add("--clip", type=float, help="wgan: clip every critic weight to [-clip, clip] (default 0.01)")
-    add("--gp-weight", type=float, help="wgan-gp: weight of the gradient penalty (default 10)")
-    add("--ema", type=float, help="keep an EMA of G with this decay, e.g. 0.999, and sample from it (0: off)")
+    add("--clip", type=number(above=0), help="wgan: clip every critic weight to [-clip, clip] (default 0.01)")
+    add("--gp-weight", type=number(low=0), help="wgan-gp: weight of the gradient penalty (default 10)")
+    add("--ema", type=DECAY, help="keep an EMA of G with this decay, e.g. 0.999, and sample from it (0: off)")
     add("--diffaug", help="differentiable augmentation before D: any of color,translation,cutout")
-    add("--seed", type=int, help="seed for weights, data order, noise (default 0)")
+    add("--seed", type=SEED, help="seed for weights, data order, noise (default 0)")
 
 
 def add_run_flags(add):
@@ -67,12 +76,15 @@ def add_run_flags(add):
     add("--run", "--run-name", dest="run", help="run name: outputs/<run>/ and checkpoints/<run>/ (default: config "
         "name, res and time); under torchrun write --run-name, which torchrun's own parser leaves alone")
     add("--resume", help="auto (the newest run of this name or config) or a checkpoint path")
-    add("--log-every", type=int, help="iterations per metrics.csv line and progress update (default 10)")
-    add("--ckpt-minutes", type=float, help="also rewrite latest.pt this often (default 10)")
-    add("--ckpt-every", type=int, help="keep epoch_NNN.pt every this many epochs (default 5; 0: never)")
-    add("--recal-samples", type=int, help="noise samples to recalibrate G's BatchNorm for eval (default 4096)")
-    add("--fid-every", type=int, help="FID every this many epochs into metrics.csv and fid.png; best.pt (0: off)")
-    add("--fid-n", type=int, help="generated images per FID (default 5000; below 2048 FID is rank-deficient)")
+    add("--log-every", type=integer(1), help="iterations per metrics.csv line and progress update (default 10)")
+    add("--ckpt-minutes", type=number(above=0), help="also rewrite latest.pt this often (default 10)")
+    add("--ckpt-every", type=integer(0), help="keep epoch_NNN.pt every this many epochs (default 5; 0: never)")
+    add("--recal-samples", type=integer(1, 1_000_000),
+        help="noise samples to recalibrate G's BatchNorm for eval (default 4096)")
+    add("--fid-every", type=integer(0),
+        help="FID every this many epochs into metrics.csv and fid.png; best.pt (0: off)")
+    add("--fid-n", type=integer(2, FID_N_MAX, why="2048 or more for a full-rank FID"),
+        help="generated images per FID (default 5000; below 2048 FID is rank-deficient)")
     add("--fid-real", help="real images for FID: a packed dataset, folder, .npz stats (default: --data)")
 
 
@@ -105,20 +117,7 @@ def flag(key):
 
 
 def check_settings(cfg):
-    for key in ("toy_size", "nz", "ngf", "ndf", "epochs", "batch_size", "d_steps", "g_steps", "log_every",
-                "recal_samples"):
-        if cfg[key] < 1:
-            raise UserError(f"{flag(key)} must be at least 1, not {cfg[key]}")
-    for key in ("lr_g", "lr_d", "ckpt_minutes"):
-        if cfg[key] <= 0:
-            raise UserError(f"{flag(key)} must be positive, not {cfg[key]}")
-    for key in ("workers", "max_steps", "max_minutes", "ckpt_every", "fid_every"):
-        if cfg[key] < 0:
-            raise UserError(f"{flag(key)} cannot be negative")
-    if cfg["fid_every"] and cfg["fid_n"] < 2:
-        raise UserError("--fid-n must be at least 2 (2048 or more for a full-rank FID)")
-    if not 0 <= cfg["ema"] < 1:
-        raise UserError(f"--ema is a decay in [0, 1), e.g. 0.999, not {cfg['ema']}")
+    """What the flags' ranges cannot see: settings that do not go together."""
     if cfg["loss"] == "wgan-gp" and cfg["d_norm"] == "batch":
         raise UserError("WGAN-GP penalises each sample's gradient, which BatchNorm in D mixes across the batch: "
                         "add --d-norm none (or spectral)")
@@ -128,11 +127,24 @@ def check_settings(cfg):
         raise UserError(f"--diffaug: {err}") from None
 
 
+def check_saved(config, path, keys):
+    """The settings `keys` of a checkpoint's config, present and valid by the rules of their flags."""
+    missing = [key for key in keys if key not in config]
+    if missing:
+        raise UserError(f"{path}: its config lacks {', '.join(missing)}, so it was not written by train.py: use "
+                        "another file from the run, e.g. latest.pt or an epoch_NNN.pt")
+    check_values(build_parser(""), {key: config[key] for key in keys}, DEFAULTS, path)
+
+
 def settings_from_checkpoint(ckpt, path, cfg, given):
-    """The checkpoint's settings, with flags given now applied where they do not change the networks."""
-    saved = ckpt["config"]
-    for key in G_ARCHITECTURE_KEYS + D_ARCHITECTURE_KEYS:
+    """The checkpoint's settings, with the flags given now applied; flags that would change the networks or the
+    optimisers' kind (what the saved weights and optimiser state are made of) are refused."""
+    saved = {**DEFAULTS, **ckpt["config"]}
+    for key in G_ARCHITECTURE_KEYS + D_ARCHITECTURE_KEYS + ("optim",):
         if key in given and cfg[key] != saved[key]:
             raise UserError(f"{path} was trained with {key}={saved[key]} but {flag(key)} {cfg[key]} was asked: "
                             "drop the flag to resume, or start a new run")
-    return {**DEFAULTS, **saved, **{key: cfg[key] for key in given if key not in ("resume", "config")}, "resume": ""}
+    if "ema" in given and bool(cfg["ema"]) != bool(saved["ema"]):
+        raise UserError(f"{path} was trained with --ema {saved['ema']}: an EMA cannot be switched on or off on "
+                        "resume (its decay can change); drop the flag, or start a new run")
+    return {**saved, **{key: cfg[key] for key in given if key not in ("resume", "config")}, "resume": ""}

@@ -49,7 +49,10 @@ def train(cfg, given, world):
         print(f"{data.description}; run {cfg['run']} on {world.device}"
               + (f" x {world.size} processes" if world.size > 1 else "")
               + f"; outputs in {outputs.out_dir}/, checkpoints in {outputs.ckpt_dir}/")
-    budget_spent = False
+    budget_spent = world.any(budget_reached(state, clock))  # rank 0 alone knows the minutes trained before
+    if budget_spent and world.main:
+        print(f"{cfg['run']} is already at iteration {state.step} ({clock.minutes():.1f} training minutes): "
+              "nothing to do within --max-steps / --max-minutes")
     while state.epoch < cfg["epochs"] and not stop.requested and not budget_spent:
         budget_spent, finished_epoch = train_epoch(state, step, data, outputs, clock, stop, world)
         if world.main:
@@ -137,10 +140,11 @@ def train_epoch(state, step, data, outputs, clock, stop, world):
         state.step += 1
         bar.update(1)
         finished = state.batch_in_epoch == iterations * cfg["d_steps"]
-        log_line = state.step % cfg["log_every"] == 0 or finished or state.step == cfg["max_steps"]
+        budget_spent = budget_reached(state, clock)
+        # Every rank must agree on log lines (they average the metrics together): no clock in this test.
+        log_line = state.step % cfg["log_every"] == 0 or finished or 0 < cfg["max_steps"] <= state.step
         if log_line:
             write_log_line(state, outputs, clock, bar, world)
-        budget_spent = state.step == cfg["max_steps"] or 0 < cfg["max_minutes"] < clock.minutes()
         # Under torchrun the ranks decide together, on log lines only, so they leave the loop as one.
         if (world.size == 1 or log_line) and world.any(stop.requested or budget_spent or clock.save_due(cfg)):
             break
@@ -151,6 +155,12 @@ def train_epoch(state, step, data, outputs, clock, stop, world):
     if finished:
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     return budget_spent, finished
+
+
+def budget_reached(state, clock):
+    """Whether --max-steps or --max-minutes (0: no limit) is used up, also by a run resumed past them."""
+    cfg = state.cfg
+    return 0 < cfg["max_steps"] <= state.step or 0 < cfg["max_minutes"] <= clock.minutes()
 
 
 def write_log_line(state, outputs, clock, bar, world):

@@ -13,6 +13,7 @@ from PIL import Image
 
 import evaluate_fid
 import fid
+import fid_sources
 from cli import UserError
 from conftest import SHARED, assert_one_line_error, run_script
 from fid_sources import fid_of_generator, open_source, stats_of_real, toyfaces_source
@@ -84,14 +85,40 @@ def test_kid_is_unbiased():
     same_a, same_b = rng.standard_normal((4000, d)), rng.standard_normal((4000, d))
     # Tiny subsets, many of them: an unbiased estimator still averages to 0 for one distribution, where
     # the biased one (diagonal kept) would sit at about 2 * 3d/d / m = 0.3 above it.
-    mean, std, size = fid.kernel_inception_distance(same_a, same_b, subsets=trials, subset_size=m)
-    assert size == m and abs(mean) < 4 * std / np.sqrt(trials)
+    kid = fid.kernel_inception_distance(same_a, same_b, subsets=trials, subset_size=m)
+    assert kid["subset_size"] == m and kid["subsets"] == trials
+    assert abs(kid["mean"]) < 4 * kid["std"] / np.sqrt(trials)
     shifted = rng.standard_normal((4000, d)) + 0.5
-    small, small_std, _ = fid.kernel_inception_distance(same_a, shifted, subsets=trials, subset_size=m)
-    large, _, _ = fid.kernel_inception_distance(same_a, shifted, subsets=10, subset_size=2000)
-    assert large > 0 and small == pytest.approx(large, abs=4 * small_std / np.sqrt(trials))
-    identical, _, _ = fid.kernel_inception_distance(same_a, same_a, subsets=10, subset_size=1000)
+    small = fid.kernel_inception_distance(same_a, shifted, subsets=trials, subset_size=m)
+    large = fid.kernel_inception_distance(same_a, shifted, subsets=10, subset_size=2000)["mean"]
+    assert large > 0 and small["mean"] == pytest.approx(large, abs=4 * small["std"] / np.sqrt(trials))
+    identical = fid.kernel_inception_distance(same_a, same_a, subsets=10, subset_size=1000)["mean"]
     assert abs(identical) < 0.05 * large
+
+
+def test_kid_of_sets_no_larger_than_a_subset_has_no_spread():
+    """Subsets of 1000 drawn from 256 images are all the same 256: one estimate, and no std (not 3e-16)."""
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((256, 16)), rng.standard_normal((256, 16)) + 0.3
+    kid = fid.kernel_inception_distance(a, b, subsets=100, subset_size=1000)
+    assert kid["std"] is None and kid["subsets"] == 1 and kid["subset_size"] == 256
+    assert kid["mean"] == pytest.approx(fid.kernel_inception_distance(a, b, subsets=1, subset_size=256)["mean"])
+    lopsided = fid.kernel_inception_distance(a, rng.standard_normal((900, 16)), subsets=20, subset_size=256)
+    assert lopsided["std"] is None and lopsided["subsets"] == 20  # the larger side still varies
+
+
+def test_the_same_statistics_give_fid_zero_never_minus_zero(capsys):
+    """20 images of 64 features: rounding leaves tr(S) + tr(S) - 2 tr sqrt(S S) at about -9e-7."""
+    features = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
+    stats = {"mu": features.mean(0, dtype=np.float64), "sigma": np.cov(features, rowvar=False),
+             "features": features, "n": 20}
+    distance = fid.frechet_distance(stats["mu"], stats["sigma"], stats["mu"], stats["sigma"])
+    assert distance == 0.0 and np.copysign(1, distance) == 1
+    args = evaluate_fid.build_parser().parse_args(["a", "b", "--kid-subsets", "10"])
+    fid_value, kid = evaluate_fid.compare_sides({"fake": (None, stats), "real": (None, stats)}, args, "cpu", {})
+    out = capsys.readouterr().out
+    assert "FID 0.0000" in out and "-0.0000" not in out and "N=20 is too small for a spread" in out
+    assert fid_value == 0.0 and kid["std"] is None and "too small" in kid["note"]
 
 
 def test_kid_whole_kernel_and_per_subset_agree(monkeypatch):
@@ -99,7 +126,9 @@ def test_kid_whole_kernel_and_per_subset_agree(monkeypatch):
     a, b = rng.standard_normal((300, 32)), rng.standard_normal((250, 32)) + 0.2
     whole = fid.kernel_inception_distance(a, b, subsets=20, subset_size=100)
     monkeypatch.setattr(fid, "KID_FULL_KERNEL_MAX", 0)
-    assert fid.kernel_inception_distance(a, b, subsets=20, subset_size=100) == pytest.approx(whole, rel=1e-9)
+    per_subset = fid.kernel_inception_distance(a, b, subsets=20, subset_size=100)
+    assert per_subset["mean"] == pytest.approx(whole["mean"], rel=1e-9)
+    assert per_subset["std"] == pytest.approx(whole["std"], rel=1e-9)
 
 
 def test_exact_fp32_restores_the_tf32_settings():
@@ -240,6 +269,18 @@ def test_checkpoint_equals_its_saved_pngs(tiny_run, inception, tmp_path):
     assert "KID n/a" in result.stdout and "rank-deficient" in result.stderr
 
 
+def test_images_too_large_for_a_batch_are_skipped_and_batches_bounded(tmp_path, monkeypatch):
+    """A 12000x12000 PNG would take gigabytes as float32: images over BATCH_PIXELS are skipped unread, and
+    a batch of big images is cut shorter (here BATCH_PIXELS is shrunk to 1,000 pixels)."""
+    monkeypatch.setattr(fid_sources, "BATCH_PIXELS", 1000)
+    for i in range(5):
+        Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    Image.new("RGB", (40, 40)).save(tmp_path / "big.png")  # 1,600 pixels
+    source = fid_sources.folder_source(tmp_path, 100)
+    assert [len(batch) for batch in source.batches(50)] == [3, 2]  # 1000 // 256 = 3 per batch
+    assert source.skips == {"over 1,000 pixels": 1} and source.res == 16
+
+
 @needs_weights
 def test_undecodable_files_are_skipped_and_counted(tmp_path):
     folder = tmp_path / "mixed"
@@ -250,7 +291,7 @@ def test_undecodable_files_are_skipped_and_counted(tmp_path):
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     (folder / "empty.jpg").write_bytes(b"")
     result = run_script("evaluate_fid.py", folder, "--save-stats", "mixed.npz", "--device", "cpu", cwd=tmp_path)
-    assert "skipped 2 undecodable" in result.stderr and "3 images at 40 px" in result.stdout
+    assert "skipped 2 file(s): 2 undecodable" in result.stderr and "3 images at 40 px" in result.stdout
     with np.load(tmp_path / "mixed.npz") as f:
         assert int(f["n"]) == 3
 
@@ -287,7 +328,6 @@ def test_bad_inputs_are_one_line_errors(npz_files):
     (["good.npz"], "no real side"),
     (["good.npz", "good.npz", "good.npz"], "too many sources"),
     (["good.npz", "good.npz", "--save-stats", "x.npz"], "exactly one source"),
-    (["toyfaces", "good.npz", "--n", "1"], "at least 2"),
     (["toyfaces", "good.npz", "--inception-weights", "junk.pt"], "neither a state dict nor TorchScript"),
 ])
 def test_more_bad_inputs(npz_files, monkeypatch, args, message):

@@ -1,7 +1,13 @@
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
-from conftest import run_script
+import generate
+from cli import UserError
+from conftest import assert_one_line_error, run_script
+from network import Generator
+from sampling import render, sample_noise
 
 
 def test_the_same_seed_gives_the_same_face_whatever_n(tiny_run):
@@ -31,3 +37,43 @@ def test_grid_fixed_noise_and_interpolation(tiny_run):
     gif = Image.open(cwd / "walk.gif")
     assert gif.n_frames == 3 * 12
     assert Image.open(cwd / "walk.png").size == (12 * 34 + 2, 3 * 34 + 2)
+
+
+@pytest.fixture
+def small_ckpt(tmp_path):
+    """An untrained 32 px generator saved as a sampler-only checkpoint: enough for generate.py's checks."""
+    torch.manual_seed(0)
+    G = Generator(res=32, nz=8, ngf=4).eval()
+    path = tmp_path / "small.pt"
+    torch.save({"G_eval": G.state_dict(), "config": {"res": 32, "nz": 8, "ngf": 4, "g_act": "relu"}}, path)
+    return path, G
+
+
+def test_individual_faces_stream_in_batches(small_ckpt, tmp_path, monkeypatch):
+    path, G = small_ckpt
+    monkeypatch.setattr(generate, "BATCH", 3)  # 7 faces: batches of 3, 3 and 1
+    generate.main(["--ckpt", str(path), "--n", "7", "--seed", "5", "--individual", "--out", str(tmp_path / "f"),
+                   "--device", "cpu"])
+    written = sorted(p.name for p in (tmp_path / "f").iterdir())
+    assert written == [f"{seed:06d}.png" for seed in range(5, 12)]
+    expected = render(G, sample_noise(range(5, 12), 8), "cpu")
+    assert all(np.array_equal(np.asarray(Image.open(tmp_path / "f" / name)), face)
+               for name, face in zip(written, expected))
+
+
+def test_requests_that_cannot_be_met_are_refused_before_any_work(small_ckpt, tmp_path):
+    path, _ = small_ckpt
+    (tmp_path / "afile").write_text("x")
+    cases = {("--out", str(tmp_path)): "is a folder",  # a grid needs a file name
+             ("--out", str(tmp_path / "afile"), "--individual"): "is a file",
+             ("--out", str(tmp_path / "afile" / "grid.png")): "is a file, not a folder",
+             ("--n", "200000"): "at most 86436 fit in one grid",
+             ("--seed", "2147483600", "--n", "64"): "go past 2147483647",
+             ("--fixed",): "no fixed noise"}
+    for args, words in cases.items():
+        with pytest.raises(UserError, match=words):
+            generate.main(["--ckpt", str(path), *args, "--device", "cpu"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "small.pt"]
+    result = run_script("generate.py", "--ckpt", path, "--out", tmp_path, "--device", "cpu", cwd=tmp_path,
+                        check=False)
+    assert_one_line_error(result, "--out", "is a folder", "--individual")

@@ -112,6 +112,17 @@ def test_bad_input_is_one_line(tiny_run, tmp_path, capsys):
             latent.main(["attribute", *common, "--labels", str(tmp_path / f"bad{i}.csv"), "--name", "x"])
     with pytest.raises(UserError, match="needs --name"):
         latent.main(["attribute", *common, "--labels", str(tmp_path / "bad0.csv")])
+    with pytest.raises(UserError, match="over the figure's 20000 faces"):
+        latent.main(["sefa", *common, "--k", "100", "--steps", "101", "--seeds", "0,1,2"])
+    with pytest.raises(UserError, match="--k must be from 1 to nz=100"):
+        latent.main(["sefa", *common, "--k", "101"])
+    with pytest.raises(UserError, match="go past 2147483647"):
+        latent.main(["attribute", *common, "--from-probe", "smile", "--seed", "2147483600", "--n", "100"])
+    for args in (["edit", *common, "--seed", "1", "--vector", "x", "--strength", "nan"],
+                 ["sefa", *common, "--alpha", "inf"]):  # once blank images and exit status 0
+        with pytest.raises(SystemExit) as exit_info:
+            latent.main(args)
+        assert exit_info.value.code == 2 and "must be a number above 0" in capsys.readouterr().err
     for name in ("../evil", "a.b", "", "x" * 41):
         with pytest.raises(UserError, match="not allowed"):
             latent_directions.vector_path(tmp_path, name)

@@ -1,6 +1,11 @@
 """Losses and stabilisers: gradient penalty, clipping, spectral norm, EMA, DiffAugment, and a few steps of each."""
 import csv
 import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +126,44 @@ def test_compare_draws_every_config_on_one_figure(tmp_path):
     width, top = last_grid.shape[1], round(last_grid.shape[0] / 2)
     assert sheet.shape[1] == 2 * width + 10  # the two runs side by side
     assert np.array_equal(sheet[18:18 + top, width + 10:], last_grid[:top, :, :3])
+    # Run again with the same names: both runs are at their budget already, so nothing trains further.
+    again = run_script("compare.py", *configs, "--steps", "3", "--out", "cmp", "--", *TINY, cwd=tmp_path)
+    assert again.stdout.count("already at iteration 3") == 2
+    assert (tmp_path / "cmp" / "comparison.md").read_text().splitlines() == table
+
+
+def test_compare_refuses_clashing_names_and_reports_failed_runs(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "same.toml").write_text("batch_size = 16\n")
+    clash = run_script("compare.py", "a/same.toml", "b/same.toml", "--steps", "1", cwd=tmp_path, check=False)
+    assert_one_line_error(clash, "a/same.toml and b/same.toml", "--tag")
+    assert not (tmp_path / "outputs").exists()
+
+    (tmp_path / "broken.toml").write_text("loss = 'wgan-gp'\n")  # refused by train.py: BatchNorm in D
+    failed = run_script("compare.py", "a/same.toml", "broken.toml", "--steps", "1", "--out", "cmp", "--", *TINY,
+                        cwd=tmp_path, check=False)
+    assert failed.returncode == 1 and "1 of 2 runs failed: compare-broken" in failed.stderr
+    assert "failed (exit 2)" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+def test_stopping_compare_stops_its_training_run(tmp_path):
+    """SIGTERM to compare.py: its train.py child saves, stops, and is gone before compare exits."""
+    cmd = [sys.executable, str(REPO / "compare.py"), str(REPO / "configs" / "demo.toml"), "--steps", "100000",
+           "--", *TINY, "--toy-size", "256"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "outputs" / "compare-demo" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) > 3):
+        time.sleep(0.1)
+    children = child_pids(proc.pid)
+    assert children, "compare.py should be running train.py by now"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert (tmp_path / "checkpoints" / "compare-demo" / "latest.pt").is_file()  # the child saved on its way out
+
+
+def child_pids(pid):
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []

@@ -1,5 +1,6 @@
 """train.py end to end: outputs, exact resume after SIGKILL, config precedence, eval-mode sampling."""
 import csv
+import resource
 import json
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_script
+from conftest import REPO, TINY, assert_one_line_error, run_script
 from network import Generator, init_dcgan
 from sampling import recalibrated_copy
 from settings import parse_settings
@@ -123,3 +124,50 @@ def test_fid_during_training_keeps_the_best_checkpoint(tmp_path):
     best = load(tmp_path / "checkpoints" / "fid" / "best.pt")
     assert abs(best["best_fid"] - min(v for _, v in fids)) < 1e-3  # metrics.csv keeps 4 decimals
     assert best["epoch"] == min(fids, key=lambda p: p[1])[0]
+
+
+def test_resume_flags_take_effect_or_are_refused(tmp_path):
+    """On resume a limit already reached trains nothing, a learning rate given now reaches the optimiser,
+    and a flag that would change the optimiser's kind or the networks is refused in one line."""
+    run_script("train.py", *TINY, "--max-steps", "3", "--run", "r", cwd=tmp_path)
+    latest = tmp_path / "checkpoints" / "r" / "latest.pt"
+    rows_before = read_metrics(tmp_path / "outputs" / "r" / "metrics.csv")
+
+    result = run_script("train.py", *TINY, "--resume", "auto", "--run", "r", "--max-steps", "1", cwd=tmp_path)
+    assert "already at iteration 3" in result.stdout
+    assert load(latest)["step"] == 3 and read_metrics(tmp_path / "outputs" / "r" / "metrics.csv") == rows_before
+
+    run_script("train.py", *TINY, "--resume", "auto", "--run", "r", "--max-steps", "4", "--lr-g", "0.0005",
+               "--beta2", "0.99", cwd=tmp_path)
+    ckpt = load(latest)
+    assert ckpt["step"] == 4
+    assert [g["lr"] for g in ckpt["opt_g"]["param_groups"]] == [0.0005]
+    assert [g["lr"] for g in ckpt["opt_d"]["param_groups"]] == [2e-4]
+    assert all(g["betas"] == (0.5, 0.99) for g in ckpt["opt_g"]["param_groups"] + ckpt["opt_d"]["param_groups"])
+
+    for flags, word in ((["--optim", "sgd"], "optim"), (["--ngf", "16"], "ngf"), (["--ema", "0.9"], "ema")):
+        refused = run_script("train.py", *TINY, "--resume", "auto", "--run", "r", "--max-steps", "5", *flags,
+                             cwd=tmp_path, check=False)
+        assert_one_line_error(refused, word)
+    assert load(latest)["step"] == 4
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    """A file-size limit (what a full disk looks like to a writer): the save fails in one line that names the
+    file, and latest.pt is still the last good one."""
+    args = [*TINY, "--ngf", "64", "--ndf", "64", "--run", "full"]
+    run_script("train.py", *args, "--max-steps", "2", cwd=tmp_path)
+    latest = tmp_path / "checkpoints" / "full" / "latest.pt"
+    size = latest.stat().st_size
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write() rather than being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+
+    result = subprocess.run([sys.executable, str(REPO / "train.py"), *args, "--resume", "auto", "--max-steps", "4"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size)
+    last = result.stderr.strip().splitlines()[-1]  # after the progress bars
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert last.startswith("error: cannot write") and "latest.pt" in last and "intact" in last, last
+    assert load(latest)["step"] == 2
+    assert not [p.name for p in latest.parent.iterdir() if p.name.startswith(".")]
