@@ -54,7 +54,7 @@ class TrainState:
     def __init__(self, cfg, device):
         self.cfg = cfg
         self.G, self.D = models_from_config(cfg, device)
-        self.G_ema = copy.deepcopy(self.G) if cfg["ema"] else None
+        self.G_ema = copy.deepcopy(self.G) if cfg["ema"] or cfg["ema_kimg"] else None
         self.opt_g = make_optimizer(self.G.parameters(), cfg, cfg["lr_g"], device)
         self.opt_d = make_optimizer(self.D.parameters(), cfg, cfg["lr_d"], device)
         self.noise_generator = torch.Generator(device).manual_seed(cfg["seed"])

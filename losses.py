@@ -1,4 +1,5 @@
-"""GAN objectives on D's logits: DCGAN's BCE, hinge, WGAN (weight clipping) and WGAN-GP (gradient penalty).
+"""GAN objectives on D's logits: DCGAN's BCE, hinge, WGAN (weight clipping) and WGAN-GP (gradient penalty),
+and the R1 penalty on real images.
 
 Each loss is a pair: d_loss(real_logits, fake_logits) for D, g_loss(fake_logits) for G. D never applies a
 sigmoid itself; for BCE the logits go through binary_cross_entropy_with_logits, Sigmoid + BCE made stable.
@@ -10,9 +11,10 @@ LOSSES = ("bce", "hinge", "wgan", "wgan-gp")
 G_LOSSES = ("nonsaturating", "saturating")
 
 
-def d_loss(kind, real_logits, fake_logits):
+def d_loss(kind, real_logits, fake_logits, real_target=1.0):
+    """real_target < 1 is one-sided label smoothing (BCE only): D's target for real images, never for fakes."""
     if kind == "bce":
-        return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+        return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_target))
                 + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
     if kind == "hinge":
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
@@ -34,6 +36,14 @@ def gradient_penalty(D, real, fake, generator=None):
     mixed = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(D(mixed).sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(critic, real):
+    """R1 (Mescheder et al., 2018): E[||grad_x D(x)||^2] on real images, which keeps D flat where the data is;
+    the caller weights it by gamma / 2."""
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    return grad.float().flatten(1).square().sum(1).mean()
 
 
 @torch.no_grad()

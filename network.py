@@ -9,7 +9,7 @@ from torch.nn.utils.parametrize import is_parametrized
 RESOLUTIONS = (32, 64, 96, 128, 256)
 D_NORMS = ("batch", "none", "spectral")
 G_ARCHITECTURE_KEYS = ("res", "nz", "ngf", "g_act")  # the settings a generator's weights depend on
-D_ARCHITECTURE_KEYS = ("ndf", "d_norm")
+D_ARCHITECTURE_KEYS = ("ndf", "d_norm", "mbstd")
 MAX_WIDTH_MULT = 16  # caps the widest layer at 16*ngf so 256 px stays a reasonable size
 
 
@@ -59,10 +59,11 @@ class Discriminator(nn.Module):
 
     norm: "batch" (DCGAN), "none" (WGAN-GP's penalty is per sample, which BatchNorm would mix), or
     "spectral" (every layer's weight divided by its largest singular value: a 1-Lipschitz D without
-    batch statistics). No BatchNorm on the first layer, as in DCGAN.
+    batch statistics). No BatchNorm on the first layer, as in DCGAN. mbstd: the group size of a minibatch
+    standard deviation feature before the last layer (ProGAN), 0 for none.
     """
 
-    def __init__(self, res=64, ndf=64, norm="batch"):
+    def __init__(self, res=64, ndf=64, norm="batch", mbstd=0):
         super().__init__()
         if norm not in D_NORMS:
             raise ValueError(f"discriminator norm must be one of {D_NORMS}, not {norm!r}")
@@ -74,13 +75,33 @@ class Discriminator(nn.Module):
             if norm == "batch":
                 layers += [nn.BatchNorm2d(c_out)]
             layers += [nn.LeakyReLU(0.2, inplace=True)]
-        layers += [nn.Conv2d(widths[-1], 1, _start_size(res), 1, 0)]
+        if mbstd:  # one more feature map before the last layer: how much the images of a group differ
+            layers += [MinibatchStdDev(mbstd)]
+        layers += [nn.Conv2d(widths[-1] + (1 if mbstd else 0), 1, _start_size(res), 1, 0)]
         if norm == "spectral":
             layers = [spectral_norm(m) if isinstance(m, nn.Conv2d) else m for m in layers]
         self.main = nn.Sequential(*layers)
 
     def forward(self, x):
         return self.main(x).reshape(-1)
+
+
+class MinibatchStdDev(nn.Module):
+    """ProGAN's minibatch standard deviation: one feature map holding the average standard deviation of the
+    features across a group of images. A batch of near-identical fakes then looks unlike a batch of real
+    faces, so D can penalise mode collapse. Groups are taken as in StyleGAN: image i is in group i % (N / g),
+    with g the largest size up to `group` that divides the batch."""
+
+    def __init__(self, group=4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        g = max(size for size in range(1, min(self.group, n) + 1) if n % size == 0)
+        y = x.float().reshape(g, -1, c, h, w)
+        std = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean((1, 2, 3))  # one value per group
+        return torch.cat([x, std.to(x.dtype).reshape(-1, 1, 1, 1).repeat(g, 1, h, w)], 1)
 
 
 def init_dcgan(model):
@@ -107,7 +128,7 @@ def models_from_config(cfg, device):
     seed reproduces."""
     torch.manual_seed(cfg["seed"])
     G = generator_from_config(cfg)
-    D = Discriminator(cfg["res"], cfg["ndf"], cfg["d_norm"])
+    D = Discriminator(cfg["res"], cfg["ndf"], cfg["d_norm"], cfg["mbstd"])
     if cfg["init"] == "dcgan":
         init_dcgan(G)
         init_dcgan(D)

@@ -10,6 +10,9 @@ from fid import FID_N_MAX
 from network import D_ARCHITECTURE_KEYS, D_NORMS, G_ARCHITECTURE_KEYS, RESOLUTIONS
 from toyfaces import TOYFACES
 
+# Settings added after the first checkpoints were written, with the value that means "as before": a checkpoint
+# without them resumes and samples as it always did.
+ADDED_LATER = ("r1", "r1_every", "ema_kimg", "ema_rampup", "lr_schedule", "lr_decay_start", "mbstd", "label_smooth")
 # Ranges of the numeric flags below that bench.py's flags share, and the caps that need a reason.
 TOY_SIZE_MAX = 10_000_000  # toy faces are drawn by index; an epoch's shuffled indices must fit in memory
 WIDTH = integer(1, 256)  # ngf, ndf: the widest layer is 16x this, and 4096 channels take gigabytes at 256 px
@@ -25,6 +28,8 @@ DEFAULTS = {
     "epochs": 25, "batch_size": 128, "max_steps": 0, "d_steps": 1, "g_steps": 1,
     "optim": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
     "loss": "bce", "g_loss": "nonsaturating", "clip": 0.01, "gp_weight": 10.0, "ema": 0.0, "diffaug": "",
+    "r1": 0.0, "r1_every": 16, "ema_kimg": 0.0, "ema_rampup": 0.05, "lr_schedule": "constant",
+    "lr_decay_start": 0.5, "mbstd": 0, "label_smooth": 1.0,
     "seed": 0, "device": "auto", "run": "", "resume": "",
     "log_every": 10, "ckpt_minutes": 10.0, "ckpt_every": 5, "recal_samples": 4096, "max_minutes": 0.0,
     "fid_every": 0, "fid_n": 5000, "fid_real": "",
@@ -48,6 +53,8 @@ def add_model_flags(add):
     add("--g-act", choices=("relu", "leaky"), help="generator activation (default relu)")
     add("--d-norm", choices=D_NORMS, help="discriminator normalisation: batch (default), none, spectral")
     add("--init", choices=("dcgan", "default"), help="DCGAN's N(0, 0.02) init or PyTorch's default")
+    add("--mbstd", type=integer(0, 64), help="minibatch standard deviation feature in D over groups of this many "
+        "images, against mode collapse (ProGAN, StyleGAN use 4; default 0: off)")
 
 
 def add_optimisation_flags(add):
@@ -55,8 +62,9 @@ def add_optimisation_flags(add):
     add("--batch-size", type=BATCH_SIZE, help="images per D update (default 128)")
     add("--max-steps", type=integer(0), help="stop after this many iterations (0: no limit; for smoke tests)")
     add("--max-minutes", type=number(low=0), help="stop after this many minutes of training (0: no limit)")
-    add("--d-steps", type=integer(1, 100), help="D updates per iteration, each on a new real batch (default 1)")
-    add("--g-steps", type=integer(1, 100), help="G updates per iteration (default 1; the anime recipe uses 5)")
+    add("--d-steps", type=integer(1, 100), help="D updates per iteration, each on a new real batch (default 1; the "
+        "anime recipe uses 5)")
+    add("--g-steps", type=integer(1, 100), help="G updates per iteration (default 1)")
     add("--optim", choices=("adam", "sgd", "rmsprop"), help="optimiser for both nets (default adam)")
     add("--lr-g", type=LEARNING_RATE, help="generator learning rate (default 2e-4)")
     add("--lr-d", type=LEARNING_RATE, help="discriminator learning rate (default 2e-4)")
@@ -67,7 +75,21 @@ def add_optimisation_flags(add):
     add("--clip", type=number(above=0), help="wgan: clip every critic weight to [-clip, clip] (default 0.01)")
     add("--gp-weight", type=number(low=0), help="wgan-gp: weight of the gradient penalty (default 10)")
     add("--ema", type=DECAY, help="keep an EMA of G with this decay, e.g. 0.999, and sample from it (0: off)")
+    add("--ema-kimg", type=number(low=0, high=100_000), help="or an EMA of G whose half-life is this many "
+        "thousand images, whatever the batch size (stylegan2-ada's ema_kimg, e.g. 10; default 0: off)")
+    add("--ema-rampup", type=number(low=0, high=1), help="with --ema-kimg: the half-life grows with the images "
+        "seen, at most this fraction of them, so early samples are not averaged with noise (default 0.05; 0: off)")
     add("--diffaug", help="differentiable augmentation before D: any of color,translation,cutout")
+    add("--r1", type=number(low=0, high=1e4), help="R1 penalty weight gamma on D's gradient at real images "
+        "(StyleGAN2; e.g. 0.1 to 10 at 64 px; default 0: off)")
+    add("--r1-every", type=integer(1, 1000), help="apply R1 every this many D updates, scaled up to match "
+        "(lazy regularisation; default 16)")
+    add("--label-smooth", type=number(above=0.5, high=1), help="with --loss bce: D's target for real images, "
+        "e.g. 0.9 (one-sided label smoothing; default 1: off)")
+    add("--lr-schedule", choices=("constant", "linear"), help="constant (default) or linear: both learning "
+        "rates fall linearly to 0 from --lr-decay-start of the run to its end")
+    add("--lr-decay-start", type=number(low=0, below=1), help="with --lr-schedule linear: the fraction of "
+        "the planned iterations after which the rates decay (default 0.5)")
     add("--seed", type=SEED, help="seed for weights, data order, noise (default 0)")
 
 
@@ -121,6 +143,13 @@ def check_settings(cfg):
     if cfg["loss"] == "wgan-gp" and cfg["d_norm"] == "batch":
         raise UserError("WGAN-GP penalises each sample's gradient, which BatchNorm in D mixes across the batch: "
                         "add --d-norm none (or spectral)")
+    if cfg["mbstd"] and cfg["loss"] == "wgan-gp":
+        raise UserError("--mbstd mixes the images of a group in D, which WGAN-GP's per-sample penalty forbids: "
+                        "drop --mbstd, or use --r1 with another loss")
+    if cfg["ema"] and cfg["ema_kimg"]:
+        raise UserError("give the EMA once: --ema (a decay per step) or --ema-kimg (a half-life in images)")
+    if cfg["label_smooth"] < 1 and cfg["loss"] != "bce":
+        raise UserError(f"--label-smooth smooths BCE's real targets; --loss {cfg['loss']} has none: drop it")
     try:
         diffaug.parse_policy(cfg["diffaug"])
     except ValueError as err:
@@ -129,11 +158,16 @@ def check_settings(cfg):
 
 def check_saved(config, path, keys):
     """The settings `keys` of a checkpoint's config, present and valid by the rules of their flags."""
+    config = {**{key: DEFAULTS[key] for key in ADDED_LATER}, **config}
     missing = [key for key in keys if key not in config]
     if missing:
         raise UserError(f"{path}: its config lacks {', '.join(missing)}, so it was not written by train.py: use "
                         "another file from the run, e.g. latest.pt or an epoch_NNN.pt")
     check_values(build_parser(""), {key: config[key] for key in keys}, DEFAULTS, path)
+
+
+def has_ema(cfg):
+    return bool(cfg["ema"] or cfg["ema_kimg"])
 
 
 def settings_from_checkpoint(ckpt, path, cfg, given):
@@ -144,7 +178,7 @@ def settings_from_checkpoint(ckpt, path, cfg, given):
         if key in given and cfg[key] != saved[key]:
             raise UserError(f"{path} was trained with {key}={saved[key]} but {flag(key)} {cfg[key]} was asked: "
                             "drop the flag to resume, or start a new run")
-    if "ema" in given and bool(cfg["ema"]) != bool(saved["ema"]):
-        raise UserError(f"{path} was trained with --ema {saved['ema']}: an EMA cannot be switched on or off on "
-                        "resume (its decay can change); drop the flag, or start a new run")
+    if ({"ema", "ema_kimg"} & given) and has_ema(cfg) != has_ema(saved):
+        raise UserError(f"{path} was trained {'with' if has_ema(saved) else 'without'} an EMA of G: it cannot be "
+                        "switched on or off on resume (its decay can change); drop the flag, or start a new run")
     return {**saved, **{key: cfg[key] for key in given if key not in ("resume", "config")}, "resume": ""}

@@ -43,7 +43,7 @@ def train(cfg, given, world):
     cfg = state.cfg
     data = TrainingData(cfg, world)
     outputs = Outputs(cfg, world, resume_step=state.step if resumed else None)
-    step = TrainingStep(state, world)
+    step = TrainingStep(state, world, planned_iterations(cfg, data))
     clock, stop = Clock(outputs.log.elapsed if outputs.log else 0.0), StopRequest()
     if world.main:
         print(f"{data.description}; run {cfg['run']} on {world.device}"
@@ -83,6 +83,13 @@ def start_state(cfg, given, world):
         if world.main:
             print(f"resuming {path} at epoch {state.epoch + 1}, iteration {state.step}")
     return state, ckpt is not None
+
+
+def planned_iterations(cfg, data):
+    """How long the run is meant to be: --epochs of the data, or --max-steps if that comes first."""
+    per_epoch = len(data.dataset) // cfg["batch_size"] // cfg["d_steps"]
+    total = per_epoch * cfg["epochs"]
+    return min(total, cfg["max_steps"]) if cfg["max_steps"] else total
 
 
 class TrainingData:

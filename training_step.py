@@ -46,8 +46,10 @@ class TrainingStep:
     """The iteration train.py runs over a TrainState: uint8 batches in, weights updated, metrics summed into
     state.log_window. Noise and flips draw from the state's generator, so a seed fixes them all."""
 
-    def __init__(self, state, world):
+    def __init__(self, state, world, planned_iterations=None):
+        """planned_iterations: the run's length, which --lr-schedule linear decays over."""
         self.state, self.cfg, self.world, self.device = state, state.cfg, world, state.device
+        self.planned_iterations = planned_iterations
         self.speed = speed_settings(self.cfg, self.device)
         use_tf32(self.device)
         G, D = prepare_models(state.G, state.D, self.speed)
@@ -74,19 +76,48 @@ class TrainingStep:
         real_batches = [self.model_input(images) for images in uint8_batches if len(images)]
         if not real_batches:
             return 0
-        state = self.state
+        state, cfg = self.state, self.cfg
+        if cfg["lr_schedule"] != "constant":
+            factor = lr_factor(cfg, state.step, self.planned_iterations)
+            set_learning_rate(state.opt_g, cfg["lr_g"] * factor)
+            set_learning_rate(state.opt_d, cfg["lr_d"] * factor)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.speed["amp"]):
-            metrics = train_iteration(self.G, self.D, state.opt_g, state.opt_d, real_batches, self.cfg, self.noise,
-                                      state.noise_generator, fresh_fakes=self.world.size > 1)
+            metrics = train_iteration(self.G, self.D, state.opt_g, state.opt_d, real_batches, cfg, self.noise,
+                                      state.noise_generator, fresh_fakes=self.world.size > 1,
+                                      first_d_update=state.step * cfg["d_steps"])
         state.log_window += torch.cat([metrics, metrics.new_ones(1)])  # the last slot counts the iterations
         if state.G_ema is not None:
-            update_ema(state.G_ema, state.G, self.cfg["ema"])
+            update_ema(state.G_ema, state.G, ema_decay(cfg, state.step * cfg["batch_size"]))
         return sum(len(r) for r in real_batches) * self.world.size
 
 
-def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None, fresh_fakes=False):
+def ema_decay(cfg, images_seen):
+    """The EMA's decay for the next update: --ema as given, or from --ema-kimg, the half-life in images (the
+    weight of an old value halves every ema_kimg thousand images, whatever the batch size), which ramps up
+    with --ema-rampup to that fraction of the images seen so far, as stylegan2-ada does."""
+    if cfg["ema"]:
+        return cfg["ema"]
+    half_life = cfg["ema_kimg"] * 1000
+    if cfg["ema_rampup"]:
+        half_life = min(half_life, images_seen * cfg["ema_rampup"])
+    return 0.5 ** (cfg["batch_size"] / max(half_life, 1e-8))
+
+
+def lr_factor(cfg, step, planned):
+    """--lr-schedule linear: 1 until --lr-decay-start of the planned iterations, then down to 0 at the end."""
+    start = cfg["lr_decay_start"] * planned
+    return 1.0 if step < start else max(0.0, (planned - step) / max(planned - start, 1))
+
+
+def set_learning_rate(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None, fresh_fakes=False, first_d_update=0):
     """d_steps D updates (one real batch each), then g_steps G updates; returns
-    (loss_d, loss_g, D(x), D(G(z))) as one tensor.
+    (loss_d, loss_g, D(x), D(G(z))) as one tensor. first_d_update: how many D updates came before, which
+    decides where lazy R1 falls.
 
     The first G update reuses the last fake batch D saw, as the DCGAN reference does, saving a G forward;
     under DistributedDataParallel (fresh_fakes) each G forward must meet its own backward, so D's fakes are
@@ -98,10 +129,12 @@ def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None
     def critic(x):
         return D(diffaug.augment(x, policy, generator) if policy else x).float()
 
-    for real in real_batches:
+    for i, real in enumerate(real_batches):
         with torch.set_grad_enabled(not fresh_fakes):
             fake = G(noise(batch))
-        loss_d, real_logits, fake_logits = d_update(opt_d, critic, D, real, fake, cfg, generator)
+        r1_due = cfg["r1"] and (first_d_update + i) % cfg["r1_every"] == 0
+        loss_d, real_logits, fake_logits = d_update(opt_d, critic, D, real, fake, cfg, generator, cfg["label_smooth"],
+                                                    cfg["r1"] * cfg["r1_every"] / 2 if r1_due else 0.0)
     for g_step in range(cfg["g_steps"]):
         if g_step or fresh_fakes:
             fake = G(noise(batch))
@@ -116,13 +149,16 @@ def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None
                         score(real_logits.detach()).mean(), score(fake_logits.detach()).mean()])
 
 
-def d_update(opt_d, critic, penalised, real, fake, cfg, generator=None):
+def d_update(opt_d, critic, penalised, real, fake, cfg, generator=None, real_target=1.0, r1_weight=0.0):
     """One D update on a real and a fake batch under cfg's loss; returns (loss, real logits, fake logits).
 
     critic: what D's loss sees (D after any augmentation); penalised: what WGAN-GP's penalty differentiates
-    (D itself). WGAN clips every weight the optimiser updates."""
+    (D itself). WGAN clips every weight the optimiser updates. real_target: BCE's target for real images
+    (label smoothing below 1); r1_weight: the R1 penalty's weight in this update (0: none)."""
     real_logits, fake_logits = critic(real), critic(fake.detach())
-    loss = losses.d_loss(cfg["loss"], real_logits, fake_logits)
+    loss = losses.d_loss(cfg["loss"], real_logits, fake_logits, real_target)
+    if r1_weight:
+        loss = loss + r1_weight * losses.r1_penalty(critic, real)
     if cfg["loss"] == "wgan-gp":
         loss = loss + cfg["gp_weight"] * losses.gradient_penalty(penalised, real, fake[:len(real)], generator)
     opt_d.zero_grad(set_to_none=True)

@@ -96,6 +96,8 @@ def test_diffaug_transforms_are_consistent_and_differentiable():
     ["--loss", "wgan-gp", "--d-norm", "none", "--beta1", "0", "--beta2", "0.9"],
     ["--d-norm", "spectral", "--ema", "0.99", "--diffaug", "color,translation,cutout"],
     ["--g-loss", "saturating", "--g-act", "leaky", "--init", "default"],
+    ["--r1", "1", "--r1-every", "2", "--mbstd", "4", "--d-norm", "none", "--ema-kimg", "1",
+     "--label-smooth", "0.9", "--lr-schedule", "linear", "--lr-decay-start", "0.25"],
 ])
 def test_each_objective_trains_with_finite_losses(tmp_path, monkeypatch, flags):
     monkeypatch.chdir(tmp_path)

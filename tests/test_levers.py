@@ -1,0 +1,97 @@
+"""The levers for small face sets: R1, the EMA half-life, the learning-rate schedule, the minibatch standard
+deviation feature and label smoothing, each against what it should compute."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import losses
+from checkpoint import make_optimizer
+from conftest import TINY, assert_one_line_error, run_script
+from network import Discriminator, MinibatchStdDev, init_dcgan
+from settings import DEFAULTS
+from training_step import d_update, ema_decay, lr_factor
+
+
+class LinearCritic(torch.nn.Module):
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.weight.flatten()
+
+
+def test_r1_is_the_squared_gradient_norm_at_real_images():
+    # D(x) = w.x has gradient w everywhere: R1 = ||w||^2. D(x) = sum(x^2) has gradient 2x: R1 = mean 4||x||^2.
+    w = torch.arange(12, dtype=torch.float32).reshape(3, 2, 2) / 10
+    assert math.isclose(losses.r1_penalty(LinearCritic(w), torch.randn(5, 3, 2, 2)).item(), w.square().sum().item(),
+                        rel_tol=1e-5)
+    x = torch.randn(4, 3, 2, 2)
+    expected = (4 * x.flatten(1).square().sum(1)).mean().item()
+    assert math.isclose(losses.r1_penalty(lambda v: v.square().flatten(1).sum(1), x).item(), expected, rel_tol=1e-5)
+
+
+def test_lazy_r1_adds_its_weighted_penalty_to_the_d_update():
+    w = torch.ones(3, 2, 2)
+    cfg = {**DEFAULTS, "loss": "hinge"}
+    real, fake = torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)
+    plain, _, _ = d_update(make_optimizer(LinearCritic(w).parameters(), cfg, 0.0), LinearCritic(w), None,
+                           real, fake, cfg)
+    critic = LinearCritic(w)
+    with_r1, _, _ = d_update(make_optimizer(critic.parameters(), cfg, 0.0), critic, None, real, fake, cfg,
+                             r1_weight=8.0)  # gamma 1 every 16 updates: 1 * 16 / 2
+    assert math.isclose(with_r1.item() - plain.item(), 8.0 * 12, rel_tol=1e-5)  # ||w||^2 = 12
+
+
+@pytest.mark.parametrize("batch", [32, 128])
+def test_ema_half_life_is_in_images_whatever_the_batch(batch):
+    cfg = {**DEFAULTS, "ema_kimg": 10.0, "ema_rampup": 0.0, "batch_size": batch}
+    decay = ema_decay(cfg, images_seen=10**6)
+    assert math.isclose(decay ** (10_000 / batch), 0.5, rel_tol=1e-9)  # an old value halves every 10k images
+    ramped = {**cfg, "ema_rampup": 0.05}
+    assert ema_decay(ramped, images_seen=0) == 0.0  # the first update copies G
+    assert ema_decay(ramped, images_seen=20_000) < decay  # 5% of 20k images: a 1k-image half-life for now
+    assert ema_decay(ramped, images_seen=10**6) == decay  # ramped up to the full half-life
+    assert ema_decay({**DEFAULTS, "ema": 0.999}, images_seen=5) == 0.999
+
+
+def test_linear_schedule_holds_then_falls_to_zero():
+    cfg = {**DEFAULTS, "lr_schedule": "linear", "lr_decay_start": 0.5}
+    assert [lr_factor(cfg, step, 100) for step in (0, 49, 50, 75, 100)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_minibatch_stddev_adds_one_map_per_group():
+    x = torch.randn(8, 5, 4, 4)
+    out = MinibatchStdDev(4)(x)
+    assert out.shape == (8, 6, 4, 4) and torch.equal(out[:, :5], x)
+    groups = x.reshape(4, 2, 5, 4, 4)  # image i is in group i % 2
+    by_hand = groups.std(0, unbiased=False).mean((1, 2, 3))
+    assert torch.allclose(out[:, 5, 0, 0], by_hand.repeat(4), atol=1e-4)
+    same = MinibatchStdDev(4)(x[:1].repeat(8, 1, 1, 1))
+    assert same[:, 5].abs().max() < 1e-3  # a collapsed batch: no spread at all
+    assert MinibatchStdDev(4)(torch.randn(6, 5, 4, 4)).shape == (6, 6, 4, 4)  # 6 images: groups of 3
+    D = init_dcgan(Discriminator(32, 8, "none", mbstd=4))
+    assert D(torch.randn(6, 3, 32, 32)).shape == (6,) and D(torch.randn(1, 3, 32, 32)).shape == (1,)
+
+
+def test_label_smoothing_changes_only_the_real_targets():
+    real, fake = torch.randn(16), torch.randn(16)
+    smoothed = losses.d_loss("bce", real, fake, real_target=0.9)
+    by_hand = (F.binary_cross_entropy_with_logits(real, torch.full_like(real, 0.9))
+               + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+    assert torch.allclose(smoothed, by_hand)
+    unchanged_fake = losses.d_loss("bce", real, fake) - F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+    assert torch.allclose(smoothed - F.binary_cross_entropy_with_logits(real, torch.full_like(real, 0.9)),
+                          unchanged_fake)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--mbstd", "4", "--loss", "wgan-gp", "--d-norm", "none"], ["--mbstd", "WGAN-GP"]),
+    (["--ema", "0.99", "--ema-kimg", "10"], ["--ema-kimg"]),
+    (["--label-smooth", "0.9", "--loss", "hinge"], ["--label-smooth"]),
+    (["--label-smooth", "0.4"], ["--label-smooth"]),
+])
+def test_levers_that_do_not_go_together_are_refused(tmp_path, flags, words):
+    assert_one_line_error(run_script("train.py", *TINY, *flags, cwd=tmp_path, check=False), *words)
