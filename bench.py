@@ -28,7 +28,7 @@ from files import write_json
 from network import RESOLUTIONS, models_from_config
 from settings import BATCH_SIZE, DEFAULTS, WIDTH, WORKERS
 from toyfaces import toyfaces
-from training_step import TrainingStep, speed_settings, use_tf32
+from training_step import TrainingStep, native_bf16, speed_settings, use_tf32
 
 
 class NormalisedImages(torch.utils.data.Dataset):
@@ -162,17 +162,15 @@ def fast_runner(cfg, images, device, options, workers=2):
     return one_iteration, step.speed
 
 
-def variants(device, include_compile):
+def variants(device):
     """(label, options) for FakeFaceGen's loop: the defaults of this device, then each option switched."""
-    auto = speed_settings({"channels_last": "auto", "amp": "auto", "compile": False}, device)
+    auto = speed_settings({"channels_last": "auto", "amp": "auto"}, device)
     rows = [("fakefacegen (auto settings)", {})]
     rows.append((f"  channels_last {'off' if auto['channels_last'] else 'on'}",
                  {"channels_last": "off" if auto["channels_last"] else "on"}))
-    if auto["amp"]:  # where auto leaves bf16 off it is far slower (AVX2 CPUs) or unsupported
-        rows.append(("  bf16 autocast off", {"amp": "off"}))
+    if auto["amp"] or native_bf16(device):  # without native bf16 (AVX2 CPUs, older GPUs) it is emulated: slow
+        rows.append((f"  bf16 autocast {'off' if auto['amp'] else 'on'}", {"amp": "off" if auto["amp"] else "bf16"}))
     rows.append(("  data through the loader", {"data_on_device": "off"}))
-    if include_compile:
-        rows.append(("  torch.compile on", {"compile": True}))
     return rows
 
 
@@ -188,7 +186,6 @@ def build_parser():
     p.add_argument("--repeats", type=integer(1, 1000), default=3,
                    help="timings per row; the median is shown (default 3)")
     p.add_argument("--workers", type=WORKERS, default=2, help="DataLoader workers of the textbook loop (default 2)")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to warm up)")
     p.add_argument("--json", default="outputs/bench.json", help="where to write the table as JSON")
     return p
 
@@ -207,7 +204,7 @@ def main(argv=None):
         images = toyfaces(range(args.batch * 4), res)[0]
         steps = {"textbook loop": naive_runner(cfg, images, device, args.workers)}
         steps.update({label: fast_runner(cfg, images, device, options, args.workers)[0]
-                      for label, options in variants(device, args.compile)})
+                      for label, options in variants(device)})
         print(f"\n{res} px {'':20s} {'images/s':>10} {'ms/step':>9} {'peak RSS MB':>12} {'peak CUDA MB':>13} "
               f"{'vs textbook':>12}", flush=True)
         figures = time_rows(steps, args.steps, args.warmup, args.repeats, args.batch, device)

@@ -33,7 +33,7 @@ DEFAULTS = {
     "seed": 0, "device": "auto", "run": "", "resume": "",
     "log_every": 10, "ckpt_minutes": 10.0, "ckpt_every": 5, "recal_samples": 4096, "max_minutes": 0.0,
     "fid_every": 0, "fid_n": 5000, "fid_real": "",
-    "data_on_device": "auto", "channels_last": "auto", "amp": "auto", "compile": False,
+    "data_on_device": "auto", "channels_last": "auto", "amp": "auto",
 }
 
 
@@ -117,7 +117,6 @@ def add_speed_flags(add):
         help="NHWC memory format (auto: on for CUDA and AVX-512 CPUs)")
     add("--amp", choices=("auto", "bf16", "off"), help="bf16 autocast, losses in fp32 "
         "(auto: on for CUDA and AVX-512 CPUs)")
-    add("--compile", action=argparse.BooleanOptionalAction, help="torch.compile G and D (default off)")
 
 
 def build_parser(description):
@@ -173,7 +172,8 @@ def has_ema(cfg):
 def settings_from_checkpoint(ckpt, path, cfg, given):
     """The checkpoint's settings, with the flags given now applied; flags that would change the networks or the
     optimisers' kind (what the saved weights and optimiser state are made of) are refused."""
-    saved = {**DEFAULTS, **ckpt["config"]}
+    # Settings the code no longer has (--compile) are dropped; those it gained since take their defaults.
+    saved = {key: value for key, value in {**DEFAULTS, **ckpt["config"]}.items() if key in DEFAULTS}
     for key in G_ARCHITECTURE_KEYS + D_ARCHITECTURE_KEYS + ("optim",):
         if key in given and cfg[key] != saved[key]:
             raise UserError(f"{path} was trained with {key}={saved[key]} but {flag(key)} {cfg[key]} was asked: "

@@ -4,6 +4,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import dataloader
@@ -12,7 +13,7 @@ from conftest import REPO, TINY, run_script
 from checkpoint import make_optimizer
 from network import models_from_config
 from settings import DEFAULTS
-from training_step import train_iteration
+from training_step import native_bf16, speed_settings, train_iteration
 
 
 def losses_of(path):
@@ -79,3 +80,21 @@ def test_two_processes_with_gloo_train_in_sync_and_resume(tmp_path):
     assert [int(s) for s, _, _ in losses_of(tmp_path / "outputs" / "ddp" / "metrics.csv")] == list(range(1, 8))
     ckpt = torch.load(tmp_path / "checkpoints" / "ddp" / "latest.pt", weights_only=True)
     assert ckpt["step"] == 7 and ckpt["config"]["batch_size"] == 16  # the global batch, 8 per process
+
+
+@pytest.mark.parametrize("device, capability, expected", [
+    ("cpu", "AVX512", {"channels_last": True, "amp": True}),   # oneDNN's bf16 kernels: 2.0x (bench.py)
+    ("cpu", "AVX2", {"channels_last": False, "amp": False}),   # emulated bf16: 18x slower
+    ("cuda", (9, 0), {"channels_last": True, "amp": False}),   # H100: fp32 NHWC beat bf16 in eager steps
+    ("cuda", (7, 5), {"channels_last": True, "amp": False}),   # T4: no native bf16 at all
+])
+def test_auto_speed_settings_resolve_as_documented(monkeypatch, device, capability, expected):
+    if device == "cpu":
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    else:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    auto = {"channels_last": "auto", "amp": "auto"}
+    assert speed_settings(auto, torch.device(device)) == expected
+    assert native_bf16(torch.device(device)) == (capability in ("AVX512", (9, 0)))
+    assert speed_settings({"channels_last": "off", "amp": "bf16"}, torch.device(device)) == \
+        {"channels_last": False, "amp": True}  # what is asked for is what runs
