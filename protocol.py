@@ -1,0 +1,178 @@
+"""The quality protocol: train configs on photos the FID reference never holds, for one budget in images, and
+measure every final generator against those held-out faces.
+
+    python protocol.py configs/dcgan_celeba64.toml configs/ema.toml --images 2000000 --seeds 0,1
+    python protocol.py configs/dcgan_anime64.toml configs/diffaug.toml --set anime64 --images 1000000
+
+--set celeba64 trains on the 5,800 photos of ../shared/data/celeba_sample that ../shared/fid_reference does
+not hold (packed once, --crop celeba, into data/protocol/celeba64-train/) and measures FID and KID of --fid-n
+samples (4,200) against the 4,200 faces of celeba_a + celeba_b; --set anime64 trains on anime_sample less
+anime_a and measures against the 2,100 faces of anime_a. The budget is real images seen by D, not minutes
+(minutes rank machines, not methods): each run stops after ceil(images / (batch_size x d_steps)) iterations
+of its own settings. Each config trains once per seed (runs protocol-<set>-<config>-s<seed>, resumed when
+they exist); the table gives the mean and standard deviation over seeds. Flags after `--` go to every
+train.py run; the data, resolution, seed and budget are the protocol's. A run whose data holds any held-out
+photo is refused (one line, exit status 2), before it trains and again before it is measured.
+
+Writes into --out: table.md (also printed), protocol.json, samples.png (the last grid of each config's first
+seed, side by side) and losses.png.
+"""
+import argparse
+import signal
+from pathlib import Path
+
+import numpy as np
+
+from cli import SEED, ArgumentParser, UserError, integer, resolve_device, run
+from comparison import (exit_if_failed, images_seen, markdown_table, parse_with_extra, plot, read_run, run_config,
+                        run_names, sample_sheet, stop_on_sigterm, train_one)
+from fid import FID_N_MAX
+from files import atomic_path, write_json
+from heldout import (SETS, check_trained_apart, ensure_split, fid_against, held_out, reference_stats, split_dir,
+                     steps_for_images)
+from inception import load_inception
+from runs import checkpoint_dir
+from settings import parse_settings
+
+REPO = Path(__file__).resolve().parent
+EPOCHS = 100_000  # what train_one asks for: the budget in iterations ends every run first
+BUDGET_FREE = ["--max-steps", "0", "--max-minutes", "0"]  # a config's own budget gives way to the protocol's
+
+
+def seed_list(text):
+    """--seeds 0,1,2 -> [0, 1, 2]: each a valid seed, none twice (two runs of one seed would be one run)."""
+    seeds = [SEED(part.strip()) for part in text.split(",")]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is given twice in {text!r}")
+    return seeds
+
+
+def build_parser():
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("configs", nargs="+", help="TOML configs to measure")
+    p.add_argument("--set", choices=sorted(SETS), default="celeba64", help="what to train on and measure against")
+    p.add_argument("--images", type=integer(1), required=True, help="budget: real images seen by D per run")
+    p.add_argument("--seeds", type=seed_list, default=[0, 1], help="training seeds per config (default 0,1)")
+    p.add_argument("--fid-n", type=integer(2, FID_N_MAX),
+                   help="samples per FID, at most the held-out faces (default: all of them, 4200 or 2100)")
+    p.add_argument("--shared", default=str(REPO.parent / "shared"),
+                   help="the folder holding data/ and fid_reference/ (default: ../shared beside the repository)")
+    p.add_argument("--tag", default="", help="suffix for the run names, to keep several protocols apart")
+    p.add_argument("--out", help="folder for table.md, protocol.json, samples.png (default outputs/protocol-SET)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    return p
+
+
+def plan_runs(args, held, split, extra):
+    """One plan per config and seed: its run name, train.py flags and iterations, every run's data checked."""
+    names = iter(run_names(args.configs, f"protocol-{held.pset.name}", args.tag, [f"-s{s}" for s in args.seeds]))
+    plans = []
+    for config in args.configs:
+        for seed in args.seeds:
+            name = next(names)
+            flags = ["--data", str(split), "--res", str(held.pset.res), "--seed", str(seed), *extra]
+            # Parsed as train.py will parse them: the budget flags train_one adds, then these, the user's last.
+            cfg, _ = parse_settings(["--config", config, "--epochs", str(EPOCHS), *BUDGET_FREE, *flags], "")
+            wanted = {"res": held.pset.res, "seed": seed, "epochs": EPOCHS, "max_steps": 0, "max_minutes": 0,
+                      "run": "", "resume": ""}
+            for key, value in wanted.items():
+                if cfg[key] != value:
+                    raise UserError(f"{config}{' with the flags after --' if extra else ''} sets {key} = "
+                                    f"{cfg[key]!r}: the protocol sets it ({value!r}); leave it out")
+            if Path(cfg["data"]) != split:  # the split is packed after these checks, from no held-out photo
+                check_trained_apart(f"{config} (seed {seed})", cfg["data"], held)
+            earlier = run_config(name)
+            if earlier:  # a run to resume: what it trained on so far counts too
+                check_trained_apart(f"run {name}", earlier.get("data"), held)
+            plans.append({"config": config, "seed": seed, "name": name, "flags": flags,
+                          "steps": steps_for_images(args.images, cfg)})
+    return plans
+
+
+def train_and_measure(plan, held, real, n, inception, device_name):
+    """Train one planned run to its budget, check its data again, measure its final G_eval."""
+    budget = ["--max-steps", str(plan["steps"]), "--max-minutes", "0"]
+    code = train_one(plan["config"], plan["name"], device_name, budget, plan["flags"])
+    cfg, rows = run_config(plan["name"]), read_run(plan["name"])
+    fid = kid = None
+    if code == 0:
+        check_trained_apart(f"run {plan['name']}", cfg.get("data"), held)
+        ckpt = checkpoint_dir(plan["name"]) / "latest.pt"
+        fid, kid = fid_against(ckpt, real, n, inception, resolve_device(device_name))
+        print(f"{plan['name']}: FID {fid:.2f}, KID {kid['mean']:.4f} ({n} samples against held-out {held.pset.name})")
+    return {**plan, "code": code, "rows": rows, "fid": fid, "kid": kid,
+            "iterations": int(rows[-1]["step"]) if rows else 0, "images_seen": images_seen(cfg, rows),
+            "train_seconds": float(rows[-1]["elapsed_s"]) if rows else 0.0}
+
+
+def mean_sd(values, digits):
+    """'mean ± sd' over seeds (sample standard deviation), the mean alone for one value, '-' for none."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def summary(config, runs):
+    """The table's line and the JSON's summary of one config's runs."""
+    done = [r for r in runs if r["fid"] is not None]
+    fids, kids = [r["fid"] for r in done], [r["kid"]["mean"] for r in done]
+    failed = [f"seed {r['seed']} failed (exit {r['code']})" for r in runs if r["code"] != 0]
+    row = [Path(config).stem, ",".join(str(r["seed"]) for r in runs), max(r["iterations"] for r in runs),
+           max(r["images_seen"] for r in runs), f"{np.mean([r['train_seconds'] for r in runs]) / 60:.1f}",
+           mean_sd(fids, 2), " / ".join(f"{f:.2f}" for f in fids) + ("; " if fids and failed else "")
+           + "; ".join(failed), mean_sd(kids, 4)]
+    return row, {"config": config, "seeds": [r["seed"] for r in runs], "fid_mean": float(np.mean(fids)) if fids else None,
+                 "fid_sd": float(np.std(fids, ddof=1)) if len(fids) > 1 else None, "fids": fids, "kids": kids}
+
+
+def write_outputs(out, args, held, split, results):
+    """table.md (returned), protocol.json, samples.png and losses.png."""
+    header = ["config", "seeds", "iterations", "images seen", "train min / run", f"FID ({args.fid_n} vs held-out)",
+              "FID per seed", "KID"]
+    lines, summaries = [], []
+    for config in args.configs:
+        row, summed = summary(config, [r for r in results if r["config"] == config])
+        lines.append(row)
+        summaries.append(summed)
+    text = markdown_table(header, lines)
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(text + "\n")
+    write_json(out / "protocol.json", {
+        "set": held.pset.name, "images": args.images, "fid_n": args.fid_n, "seeds": args.seeds,
+        "train": {"data": str(split), "photos": len(held.train_names), "source": str(held.source)},
+        "held_out": [str(folder) for folder in held.folders], "configs": summaries,
+        "runs": [{k: r[k] for k in ("config", "seed", "name", "code", "iterations", "images_seen", "train_seconds",
+                                    "fid", "kid")} for r in results]})
+    firsts = {r["config"]: r["name"] for r in reversed(results)}
+    sample_sheet([(Path(c).stem, firsts[c]) for c in args.configs], out / "samples.png",
+                 columns=min(6, len(args.configs)))
+    plot([r for r in results if r["rows"]], out / "losses.png")
+    return text
+
+
+def main(argv=None):
+    args, extra = parse_with_extra(build_parser(), argv)
+    for config in args.configs:
+        if not Path(config).is_file():
+            raise UserError(f"config {config} not found")
+    held = held_out(args.shared, SETS[args.set])
+    args.fid_n = args.fid_n or len(held.references)  # all of them: 4200 for celeba64, 2100 for anime64
+    if args.fid_n > len(held.references):
+        raise UserError(f"--fid-n {args.fid_n}: the held-out set holds {len(held.references)} faces")
+    plans = plan_runs(args, held, split_dir(held.pset), extra)  # refusals first, before any work
+    split = ensure_split(held)
+    device = resolve_device(args.device)
+    inception = load_inception(device)
+    real = reference_stats(held, args.fid_n, inception, device)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    results = [train_and_measure(plan, held, real, args.fid_n, inception, args.device) for plan in plans]
+    out = Path(args.out or f"outputs/protocol-{held.pset.name}")
+    print(write_outputs(out, args, held, split, results))
+    print(f"wrote {out / 'table.md'}, {out / 'protocol.json'}, {out / 'samples.png'} and {out / 'losses.png'}")
+    exit_if_failed(results)
+
+
+if __name__ == "__main__":
+    run(main)
