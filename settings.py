@@ -8,11 +8,13 @@ import losses
 from cli import SEED, ArgumentParser, UserError, check_values, integer, number, parse_with_config
 from fid import FID_N_MAX
 from network import D_ARCHITECTURE_KEYS, D_NORMS, G_ARCHITECTURE_KEYS, RESOLUTIONS
+from tensorboard_log import summary_writer_class
 from toyfaces import TOYFACES
 
 # Settings added after the first checkpoints were written, with the value that means "as before": a checkpoint
 # without them resumes and samples as it always did.
-ADDED_LATER = ("r1", "r1_every", "ema_kimg", "ema_rampup", "lr_schedule", "lr_decay_start", "mbstd", "label_smooth")
+ADDED_LATER = ("r1", "r1_every", "ema_kimg", "ema_rampup", "lr_schedule", "lr_decay_start", "mbstd", "label_smooth",
+               "tensorboard")
 # Ranges of the numeric flags below that bench.py's flags share, and the caps that need a reason.
 TOY_SIZE_MAX = 10_000_000  # toy faces are drawn by index; an epoch's shuffled indices must fit in memory
 WIDTH = integer(1, 256)  # ngf, ndf: the widest layer is 16x this, and 4096 channels take gigabytes at 256 px
@@ -33,7 +35,7 @@ DEFAULTS = {
     "seed": 0, "device": "auto", "run": "", "resume": "",
     "log_every": 10, "ckpt_minutes": 10.0, "ckpt_every": 5, "recal_samples": 4096, "max_minutes": 0.0,
     "fid_every": 0, "fid_n": 5000, "fid_real": "",
-    "data_on_device": "auto", "channels_last": "auto", "amp": "auto",
+    "data_on_device": "auto", "channels_last": "auto", "amp": "auto", "tensorboard": False,
 }
 
 
@@ -108,6 +110,8 @@ def add_run_flags(add):
     add("--fid-n", type=integer(2, FID_N_MAX, why="2048 or more for a full-rank FID"),
         help="generated images per FID (default 5000; below 2048 FID is rank-deficient)")
     add("--fid-real", help="real images for FID: a packed dataset, folder, .npz stats (default: --data)")
+    add("--tensorboard", action=argparse.BooleanOptionalAction, help="also log losses, D's outputs, speed, FID and "
+        "the grids to outputs/<run>/tensorboard/ (needs: pip install tensorboard)")
 
 
 def add_speed_flags(add):
@@ -149,6 +153,8 @@ def check_settings(cfg):
         raise UserError("give the EMA once: --ema (a decay per step) or --ema-kimg (a half-life in images)")
     if cfg["label_smooth"] < 1 and cfg["loss"] != "bce":
         raise UserError(f"--label-smooth smooths BCE's real targets; --loss {cfg['loss']} has none: drop it")
+    if cfg["tensorboard"]:
+        summary_writer_class()  # a missing package stops the run here, in one line, before anything is written
     try:
         diffaug.parse_policy(cfg["diffaug"])
     except ValueError as err:

@@ -20,11 +20,13 @@ from files import save_png, write_json
 from fid_sources import fid_of_generator, stats_of_real
 from inception import load_inception
 from plots import plot_fid, plot_losses
+from report import environment, write_report
 from runs import METRICS, MetricsLog, checkpoint_dir, default_run_name, find_resume_checkpoint, output_dir
 from grids import grid_image
 from sampling import render
 from settings import parse_settings, settings_from_checkpoint
 from toyfaces import TOYFACES
+from tensorboard_log import TensorBoardLog
 from training_step import TrainingStep
 
 
@@ -55,9 +57,11 @@ def train(cfg, given, world):
               "nothing to do within --max-steps / --max-minutes")
     while state.epoch < cfg["epochs"] and not stop.requested and not budget_spent:
         budget_spent, finished_epoch = train_epoch(state, step, data, outputs, clock, stop, world)
+        final = stop.requested or budget_spent or state.epoch == cfg["epochs"]
+        write_latest = final or not finished_epoch or clock.save_due(cfg)  # mid-epoch means it was due
         if world.main:
-            save(state, outputs, finished_epoch, stopping=stop.requested or budget_spent)
-        clock.saved()
+            save(state, outputs, finished_epoch, write_latest)
+        clock.saved(write_latest)
     world.check_in_sync(state.G, state.D)
     if world.main:
         farewell(state, outputs, data, stop)
@@ -178,6 +182,8 @@ def write_log_line(state, outputs, clock, bar, world):
         outputs.log.append({"step": state.step, "epoch": state.epoch + 1, **dict(zip(METRICS, values)),
                             "images_per_s": f"{rate:.1f}", "elapsed_s": f"{clock.elapsed:.2f}"})
         bar.set_postfix(loss_d=f"{values[0]:.3f}", loss_g=f"{values[1]:.3f}", img_s=f"{rate:.0f}")
+        if outputs.tensorboard:
+            outputs.tensorboard.scalars(state.step, {**dict(zip(METRICS, values)), "images_per_s": rate})
     state.log_window.zero_()
 
 
@@ -192,24 +198,30 @@ def checked_means(window, step, ckpt_dir):
 
 
 class Outputs:
-    """A run's folders, its metrics.csv and, with --fid-every, its FID meter; written by rank 0 alone."""
+    """A run's folders, its metrics.csv, report.html's environment and, with --fid-every and --tensorboard, its
+    FID meter and TensorBoard log; written by rank 0 alone."""
 
     def __init__(self, cfg, world, resume_step):
         self.out_dir, self.ckpt_dir = output_dir(cfg["run"]), checkpoint_dir(cfg["run"])
-        self.log, self.fid_meter = None, None
+        self.log, self.fid_meter, self.tensorboard = None, None, None
         if not world.main:
             return
         (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
         write_json(self.out_dir / "config.json", cfg)
         self.log = MetricsLog(self.out_dir / "metrics.csv", resume_step)
+        self.env = {**environment(world.device), **({"processes": str(world.size)} if world.size > 1 else {})}
         if cfg["fid_every"]:
             self.fid_meter = FidMeter(cfg, world.device)
+        if cfg["tensorboard"]:
+            self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", resume_step)
 
 
-def save(state, outputs, finished_epoch, stopping):
-    """latest.pt (and epoch_NNN.pt, best.pt), FID when due, the grid and the loss plot."""
+def save(state, outputs, finished_epoch, write_latest):
+    """At an epoch's end or a stop: the grid, the loss plot, FID and epoch_NNN.pt / best.pt when due, and
+    latest.pt when asked. An epoch's end writes latest.pt only when --ckpt-minutes have passed (or at the run's
+    end): on a GPU an epoch can take seconds, and a checkpoint each time would cost more than the training."""
     cfg, epoch, step = state.cfg, state.epoch, state.step
-    names = ["latest.pt"]
+    names = ["latest.pt"] if write_latest else []
     if finished_epoch and cfg["ckpt_every"] and epoch % cfg["ckpt_every"] == 0:
         names.append(f"epoch_{epoch:03d}.pt")
     G_eval = state.eval_generator()
@@ -219,12 +231,16 @@ def save(state, outputs, finished_epoch, stopping):
     checkpoint = state.state_dict(G_eval)
     for name in names:
         save_checkpoint(outputs.ckpt_dir / name, checkpoint)
-    if finished_epoch or stopping:
-        grid_name = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:06d}.png"
-        save_png(grid_image(render(G_eval, state.fixed_noise, state.device)), outputs.out_dir / "samples" / grid_name)
-        plot_losses(outputs.log.read(), outputs.out_dir / "loss.png")
-        tqdm.write(f"iteration {step}, epoch {epoch if finished_epoch else epoch + 1}: saved "
-                   f"{outputs.ckpt_dir}/latest.pt and {outputs.out_dir}/samples/{grid_name}")
+    grid_name = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:06d}.png"
+    grid = grid_image(render(G_eval, state.fixed_noise, state.device))
+    save_png(grid, outputs.out_dir / "samples" / grid_name)
+    plot_losses(outputs.log.read(), outputs.out_dir / "loss.png")
+    if outputs.tensorboard:
+        outputs.tensorboard.grid(step, grid)
+    write_report(outputs.out_dir, outputs.env)  # last: it shows this save's grid and plots
+    checkpoints = "".join(f", {outputs.ckpt_dir}/{name}" for name in names)
+    tqdm.write(f"iteration {step}, epoch {epoch if finished_epoch else epoch + 1}: saved "
+               f"{outputs.out_dir}/samples/{grid_name}{checkpoints}")
 
 
 def measure_fid(state, outputs, G_eval):
@@ -232,6 +248,8 @@ def measure_fid(state, outputs, G_eval):
     fid = outputs.fid_meter(G_eval)
     outputs.log.append({"step": state.step, "epoch": state.epoch, "fid": f"{fid:.4f}"})
     plot_fid(outputs.log.read(), outputs.out_dir / "fid.png")
+    if outputs.tensorboard:
+        outputs.tensorboard.fid(state.step, fid)
     tqdm.write(f"epoch {state.epoch}: FID {fid:.2f} ({state.cfg['fid_n']} samples; best before {state.best_fid:.2f})")
     if fid < state.best_fid:
         state.best_fid = fid
@@ -275,10 +293,11 @@ class Clock:
     def save_due(self, cfg):
         return time.monotonic() - self.last_save > cfg["ckpt_minutes"] * 60
 
-    def saved(self):
+    def saved(self, latest_written):
         """Saving and FID count as elapsed time, not as training speed."""
         self.lap()
-        self.last_save = time.monotonic()
+        if latest_written:
+            self.last_save = time.monotonic()
 
 
 class StopRequest:
@@ -296,6 +315,8 @@ class StopRequest:
 
 
 def farewell(state, outputs, data, stop):
+    if outputs.tensorboard:
+        outputs.tensorboard.close()
     if data.skipped:
         print(f"skipped {data.skipped} images that could not be decoded")
     if stop.requested:

@@ -1,4 +1,5 @@
 """Shared test helpers: run a script as a user would, and a tiny trained checkpoint."""
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -6,6 +7,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright drives it and never downloads a browser
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHARED = REPO.parent / "shared"
 
 # A model small enough to train a few iterations in about a second on a CPU.
@@ -38,3 +42,21 @@ def tiny_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("tiny")
     run_script("train.py", *TINY, "--max-steps", "6", "--run", "tiny", cwd=cwd)
     return cwd, cwd / "checkpoints" / "tiny" / "latest.pt"
+
+
+@pytest.fixture
+def browser_page():
+    """(page, errors): a page of headless Debian Chromium driven by Playwright, and the script errors it
+    raises; skipped, with what to install, where either is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no `playwright install`)",
+                                   exc_type=ImportError)
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"no {CHROMIUM}: apt-get install -y chromium")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page, errors = browser.new_page(), []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            yield page, errors
+        finally:
+            browser.close()

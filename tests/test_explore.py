@@ -6,7 +6,6 @@ import io
 import json
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,9 +22,6 @@ from checkpoint import load_generator
 from conftest import REPO
 from sampling import render, sample_noise
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 READ_TIMEOUT = 2  # seconds: short, so that the slow-client test is quick
 MAX_THREADS = 16  # explore.MAX_THREADS (explore.py is a script: tests do not import it)
 
@@ -292,49 +288,38 @@ def test_connections_beyond_the_cap_wait_for_a_thread(server):
     assert call(server, "GET", "/api/info")[0] == 200
 
 
-def test_page_in_a_headless_browser(server):
+def test_page_in_a_headless_browser(server, browser_page):
     """Chromium loads the page from the printed URL; the grid's faces arrive, moving a SeFa slider changes the face
     and labelled faces build a vector."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no `playwright install`)",
-                                   exc_type=ImportError)
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"no {CHROMIUM}: apt-get install -y chromium")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(server.url)
-            page.wait_for_function("Number(document.getElementById('face').dataset.version) >= 1")
-            page.wait_for_function("document.getElementById('face').complete")
-            read_face = """() => { const img = document.getElementById('face');
-                const canvas = document.createElement('canvas');
-                canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
-                const context = canvas.getContext('2d'); context.drawImage(img, 0, 0);
-                return Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data); }"""
-            before = page.evaluate(read_face)
-            assert len(before) == 32 * 32 * 4
-            assert page.locator("#grid img").count() == 24
-            page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.naturalWidth === 32)")
-            version = int(page.get_attribute("#face", "data-version"))
-            page.focus("#sefa-0")
-            for _ in range(20):
-                page.keyboard.press("ArrowRight")  # 20 steps of 0.1: alpha = 2
-            page.wait_for_function(f"Number(document.getElementById('face').dataset.version) > {version}")
-            page.wait_for_function("!document.querySelector('#render-msg').textContent && "
-                                   "document.getElementById('face').complete")
-            page.wait_for_timeout(300)  # let the last slider position's render land
-            assert page.input_value("#sefa-0") == "2"
-            after = page.evaluate(read_face)
-            assert after != before
-            # A write from the page itself (Chromium sends its Origin, the page the token) saves a vector.
-            page.click("#grid .cell:nth-child(1) .plus")
-            page.click("#grid .cell:nth-child(2) .minus")
-            page.fill("#vector-name", "browser")
-            page.click("#build")
-            page.wait_for_function("document.getElementById('vector-msg').className === 'msg ok'", timeout=15_000)
-            assert latent_directions.vector_path(server.folder, "browser").exists()
-            assert not errors, errors
-        finally:
-            browser.close()
+    page, errors = browser_page
+    page.goto(server.url)
+    page.wait_for_function("Number(document.getElementById('face').dataset.version) >= 1")
+    page.wait_for_function("document.getElementById('face').complete")
+    read_face = """() => { const img = document.getElementById('face');
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const context = canvas.getContext('2d'); context.drawImage(img, 0, 0);
+        return Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data); }"""
+    before = page.evaluate(read_face)
+    assert len(before) == 32 * 32 * 4
+    assert page.locator("#grid img").count() == 24
+    page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.naturalWidth === 32)")
+    version = int(page.get_attribute("#face", "data-version"))
+    page.focus("#sefa-0")
+    for _ in range(20):
+        page.keyboard.press("ArrowRight")  # 20 steps of 0.1: alpha = 2
+    page.wait_for_function(f"Number(document.getElementById('face').dataset.version) > {version}")
+    page.wait_for_function("!document.querySelector('#render-msg').textContent && "
+                           "document.getElementById('face').complete")
+    page.wait_for_timeout(300)  # let the last slider position's render land
+    assert page.input_value("#sefa-0") == "2"
+    after = page.evaluate(read_face)
+    assert after != before
+    # A write from the page itself (Chromium sends its Origin, the page the token) saves a vector.
+    page.click("#grid .cell:nth-child(1) .plus")
+    page.click("#grid .cell:nth-child(2) .minus")
+    page.fill("#vector-name", "browser")
+    page.click("#build")
+    page.wait_for_function("document.getElementById('vector-msg').className === 'msg ok'", timeout=15_000)
+    assert latent_directions.vector_path(server.folder, "browser").exists()
+    assert not errors, errors

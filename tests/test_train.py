@@ -145,7 +145,7 @@ def test_resume_flags_take_effect_or_are_refused(tmp_path):
     assert [g["lr"] for g in ckpt["opt_d"]["param_groups"]] == [2e-4]
     assert all(g["betas"] == (0.5, 0.99) for g in ckpt["opt_g"]["param_groups"] + ckpt["opt_d"]["param_groups"])
 
-    for flags, word in ((["--optim", "sgd"], "optim"), (["--ngf", "16"], "ngf"), (["--ema", "0.9"], "ema")):
+    for flags, word in ((["--optim", "sgd"], "optim"), (["--ngf", "16"], "ngf"), (["--ema", "0.9"], "EMA")):
         refused = run_script("train.py", *TINY, "--resume", "auto", "--run", "r", "--max-steps", "5", *flags,
                              cwd=tmp_path, check=False)
         assert_one_line_error(refused, word)
