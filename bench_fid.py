@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cli import ArgumentParser, resolve_device, run
+from cli import ArgumentParser, UserError, resolve_device, run
 from fid import frechet_distance
 from fid_sources import folder_source, toyfaces_source
 from inception import BATCH_SIZE, FEATURE_DIM, features_of_images, load_inception
@@ -86,7 +86,10 @@ def bench_features(model, device, batch_size, batches, rounds):
 
 
 def bench_frechet(rounds):
-    from scipy import linalg  # the reference only: fid.py itself does not use scipy
+    try:  # the reference only, a test-time package (requirements-dev.txt): fid.py itself does not use scipy
+        from scipy import linalg
+    except ImportError:
+        raise UserError("bench_fid.py compares against scipy.linalg.sqrtm: pip install -r requirements-dev.txt") from None
 
     rng = np.random.default_rng(0)
     # Features shaped like real ones (N = 4000, correlated), one set shifted and scaled.

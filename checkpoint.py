@@ -6,14 +6,19 @@ file holds. Files are saved atomically and loaded with torch.load(weights_only=T
     epoch, batch_in_epoch, step               where the run is
     fixed_noise, rng, log_window, best_fid    the grid's noise, random states, unlogged metric sums, best FID
     config                                    every setting, so a sampler needs nothing but this file
+
+load_checkpoint and load_generator also read a generator exported by `generate.py --export` (export.py), as the
+same dict with G_eval and config only, so every tool that samples takes either file.
 """
 import copy
 import io
+import threading
 from pathlib import Path
 
 import torch
 
 from cli import UserError
+from export import EXPORT_SUFFIX, read_exported
 from files import atomic_path
 from network import D_ARCHITECTURE_KEYS, G_ARCHITECTURE_KEYS, generator_from_config, models_from_config
 from runs import METRICS
@@ -21,6 +26,7 @@ from sampling import recalibrated_copy
 from settings import check_saved
 
 GRID_SIZE = 64  # the fixed noise: an 8x8 grid every epoch
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", EXPORT_SUFFIX)  # the files load_checkpoint reads
 
 
 def set_hyperparameters(optimizer, cfg, lr):
@@ -100,29 +106,71 @@ class TrainState:
         self.best_fid = state.get("best_fid", float("inf"))
 
 
-def save_checkpoint(path, state):
-    """torch.save into memory first: a full disk then fails in Python's own write, as one line naming the file
-    (torch's writer would raise an opaque RuntimeError), and the file on disk stays the last good one."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getbuffer())
+class CheckpointWriter:
+    """Writes checkpoints in a background thread, so that training goes on while a ~90 MB file reaches the
+    disk. save() first copies the state to the CPU (training changes the originals in place), so a checkpoint
+    is exactly the state of the moment it was asked for. One write at a time: a save waits for the last one.
+    Each file is atomic, and torch.save goes to memory first, so a full disk fails in Python's own write, as
+    one line naming the file (raised at the next save or at close()), and the last good file stays."""
+
+    def __init__(self):
+        self.thread, self.error = None, None
+
+    def save(self, paths, state):
+        self.close()
+        snapshot = cpu_copy(state)
+        self.thread = threading.Thread(target=self._write, args=(paths, snapshot), name="checkpoint writer")
+        self.thread.start()  # not a daemon: Python waits for it before exiting
+
+    def _write(self, paths, snapshot):
+        try:
+            buffer = io.BytesIO()
+            torch.save(snapshot, buffer)
+            for path in paths:
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(buffer.getbuffer())
+        except BaseException as err:  # handed to the training thread, which reports it
+            self.error = err
+
+    def close(self):
+        """Wait for the write in flight; raise its error, if it had one."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def cpu_copy(value):
+    """A copy of a nest of dicts, lists and tuples whose tensors are copied to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(cpu_copy(item) for item in value)
+    return value
 
 
 def load_checkpoint(path, device="cpu"):
-    """A checkpoint as a dict of tensors and plain values; a bad file is a UserError."""
+    """A checkpoint (or an exported generator) as a dict of tensors and plain values; a bad file is a UserError."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} not found: pass a file from checkpoints/<run>/")
+        raise UserError(f"checkpoint {path} not found: pass a file from checkpoints/<run>/ or an exported "
+                        f"{EXPORT_SUFFIX}")
+    exported = path.suffix.lower() == EXPORT_SUFFIX
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = read_exported(path, device) if exported else torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # truncated zip, pickle of code, random bytes: all mean "not a checkpoint"
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path} is not a readable checkpoint ({reason}): use another file from the run, "
-                        "e.g. latest.pt or an epoch_NNN.pt") from None
+        fix = "export it again with generate.py --export" if exported else \
+            "use another file from the run, e.g. latest.pt or an epoch_NNN.pt"
+        raise UserError(f"{path} is not a readable {'generator file' if exported else 'checkpoint'} ({reason}): "
+                        f"{fix}") from None
     if not isinstance(ckpt, dict) or not {"G_eval", "config"} <= set(ckpt) or not isinstance(ckpt["config"], dict):
         raise UserError(f"{path} is not a FakeFaceGen checkpoint (no generator and settings inside): pass one "
-                        "written by train.py")
+                        "written by train.py or generate.py --export")
     return ckpt
 
 

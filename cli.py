@@ -115,7 +115,9 @@ def run(main):
 
 
 def resolve_device(name):
-    """auto | cpu | cuda | cuda:N -> torch.device, refusing a CUDA device that is not there."""
+    """auto | cpu | cuda | cuda:N | mps -> torch.device, refusing a device that is not there. auto picks CUDA when
+    there is one, else the CPU: MPS is used only when asked for, and trains in fp32 (training_step's auto speed
+    settings never turn bf16 autocast on for it)."""
     import torch  # here: packing photos (photo_packing.py, bench_preprocess.py) imports cli and never needs torch
 
     if name == "auto":
@@ -123,14 +125,21 @@ def resolve_device(name):
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"unknown --device {name!r}: use auto, cpu, cuda or cuda:N") from None
+        raise UserError(f"unknown --device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            why = "no Apple-silicon GPU is available here (MPS needs macOS 12.3 or later on an Apple M chip)" \
+                if torch.backends.mps.is_built() else "this PyTorch was built without MPS (Apple GPUs)"
+            raise UserError(f"--device {name}: {why}; use --device cpu")
+        if device.index:
+            raise UserError(f"--device {name}: a Mac has one GPU, --device mps")
     elif device.type != "cpu":
-        raise UserError(f"unsupported --device {name!r}: use auto, cpu, cuda or cuda:N")
+        raise UserError(f"unsupported --device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     return device
 
 

@@ -34,7 +34,7 @@ def build_parser():
                    help="measure FID of each final model on this many samples (0: not measured)")
     p.add_argument("--tag", default="", help="suffix for the run names, to keep several comparisons apart")
     p.add_argument("--out", default="outputs/comparison", help="folder for comparison.png/.md/.json")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     return p
 
 

@@ -74,14 +74,22 @@ class ImageFolder:
         return torch.from_numpy(np.stack(faces)), skipped
 
 
+def _preprocess_command(data, res):
+    """The preprocess.py command that packs --data `data` at res px; the source and crop guessed from its name."""
+    name = Path(data).name.lower()
+    src, crop = ("img_align_celeba.zip", "celeba") if "celeba" in name else \
+        ("path/to/anime_faces", "none") if "anime" in name else ("path/to/photos", "center")
+    return f"python preprocess.py --src {src} --out {data} --res {res} --crop {crop}"
+
+
 def open_dataset(data, res, seed=0, toy_size=20000):
     """--data -> a dataset: "toyfaces" (or None), a packed directory, or a folder of images."""
     if data in (None, "", TOYFACES):
         return ToyFaces(toy_size, res, seed)
     root = Path(data)
     if not root.exists():
-        raise UserError(f"--data {data} does not exist: give a folder of images, a dataset made by "
-                        "preprocess.py, or toyfaces")
+        raise UserError(f"--data {data} does not exist: make it with {_preprocess_command(data, res)} (README: "
+                        "Data set-up), or give a folder of images, or toyfaces")
     if not root.is_dir():
         raise UserError(f"--data {data} is a file: give a folder of images or a dataset made by preprocess.py")
     if is_packed(root):
@@ -115,7 +123,8 @@ def fits_on_device(dataset, device, share=0.5):
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        pages = "SC_AVPHYS_PAGES" if "SC_AVPHYS_PAGES" in os.sysconf_names else "SC_PHYS_PAGES"  # macOS: total only
+        free = os.sysconf(pages) * os.sysconf("SC_PAGE_SIZE")
     return dataset_bytes(dataset) <= share * free
 
 

@@ -1,13 +1,16 @@
-"""FID (and KID) of generated faces against real ones, equal to pytorch-fid's, with no network needed.
+"""FID (and KID) of generated faces against real ones, equal to pytorch-fid's, with no network needed; with --pr,
+precision and recall too (is a poor FID low quality or low diversity?).
 
     python evaluate_fid.py --ckpt checkpoints/<run>/latest.pt --real data/celeba64
+    python evaluate_fid.py --ckpt g.safetensors --real data/celeba64 --pr   # an exported generator; + P&R
     python evaluate_fid.py samples/ data/celeba64 --json fid.json     # FAKE REAL, any two sources
     python evaluate_fid.py data/celeba64 --save-stats celeba64.npz    # one source: save its statistics
 
-A source is a checkpoint (.pt: --n samples, seeds --seed..), a packed dataset (preprocess.py), a folder of
-images (read at their own size, as pytorch-fid does), `toyfaces` (--n faces at --res), or a .npz of
-statistics (mu, sigma: pytorch-fid's layout). Statistics of datasets are cached under
-~/.cache/fakefacegen/fid_stats/ (or $FAKEFACEGEN_CACHE/fid_stats/), keyed by content, N and resolution.
+A source is a checkpoint (.pt, or a generator exported as .safetensors: --n samples, seeds --seed..), a packed
+dataset (preprocess.py), a folder of images (read at their own size, as pytorch-fid does), `toyfaces` (--n faces
+at --res), or a .npz of statistics (mu, sigma: pytorch-fid's layout; no KID or precision/recall then).
+Statistics of datasets are cached under ~/.cache/fakefacegen/fid_stats/ (or $FAKEFACEGEN_CACHE/fid_stats/),
+keyed by content, N and resolution.
 """
 import sys
 import time
@@ -18,12 +21,13 @@ from fid import (DEFAULT_N, FID_N_MAX, KID_SUBSET_SIZE, KID_SUBSET_SIZE_MAX, KID
 from fid_sources import open_source, stats_of_source
 from files import write_json
 from inception import BATCH_SIZE, load_inception
+from precision_recall import PR_K, precision_recall
 
 
 def build_parser():
     p = ArgumentParser(description=__doc__)
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="FAKE then REAL (or one with --save-stats)")
-    p.add_argument("--ckpt", help="fake side: a checkpoint written by train.py")
+    p.add_argument("--ckpt", help="fake side: a checkpoint of train.py or a generator from generate.py --export")
     p.add_argument("--fake", help="fake side: any source")
     p.add_argument("--real", help="real side (default with --ckpt: the data the checkpoint was trained on)")
     p.add_argument("--n", type=integer(2, FID_N_MAX), default=DEFAULT_N,
@@ -32,7 +36,7 @@ def build_parser():
     p.add_argument("--res", type=integer(8, 1024), help="toyfaces resolution (default: the checkpoint's, else 64)")
     p.add_argument("--batch-size", type=integer(1, 512), default=BATCH_SIZE,
                    help=f"images per Inception batch ({BATCH_SIZE})")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--json", metavar="PATH", help="also write the results, N, resolutions and timings here")
     p.add_argument("--save-stats", metavar="PATH", help="with one source: write its mu, sigma as .npz and stop")
     p.add_argument("--inception-weights", metavar="PATH", help="pytorch-fid's pt_inception-2015-12-05-*.pth")
@@ -41,6 +45,8 @@ def build_parser():
                    help=f"KID subsets ({KID_SUBSETS})")
     p.add_argument("--kid-subset-size", type=integer(2, KID_SUBSET_SIZE_MAX), default=KID_SUBSET_SIZE,
                    help=f"images per KID subset ({KID_SUBSET_SIZE}); below the smaller N for a spread")
+    p.add_argument("--pr", action="store_true",
+                   help=f"also precision (realism) and recall (diversity), k = {PR_K} (Kynkäänniemi et al. 2019)")
     return p
 
 
@@ -58,6 +64,8 @@ def pick_sides(args):
     if args.save_stats and (fake is None) == (real is None):
         raise UserError("--save-stats takes exactly one source, e.g. evaluate_fid.py data/celeba64 --save-stats "
                         "celeba64.npz")
+    if args.save_stats and args.pr:
+        raise UserError("--pr compares two sides and --save-stats takes one: drop --pr")
     if not args.save_stats and fake is None:
         raise UserError("nothing to evaluate: give --ckpt checkpoints/<run>/latest.pt --real data/celeba64")
     return fake, real
@@ -133,6 +141,18 @@ def kid_of_sides(fake, real, args, device, timings):
     return kid
 
 
+def pr_of_sides(fake, real, device, timings):
+    """Precision and recall of the two sides' features as a report entry, or None when a side is a .npz."""
+    if fake["features"] is None or real["features"] is None:
+        print("precision/recall n/a: a .npz of statistics has no features (give images or a checkpoint on both "
+              "sides)")
+        return None
+    pr = timed(timings, "precision_recall", precision_recall, real["features"], fake["features"], PR_K, device)
+    print(f"precision {pr['precision']:.4f}, recall {pr['recall']:.4f} (k = {pr['k']}; precision: share of fakes "
+          "that look real; recall: share of real images the fakes cover)")
+    return pr
+
+
 def compare_sides(results, args, device, timings):
     """Print and return FID and KID of the fake side against the real one."""
     fake, real = results["fake"][1], results["real"][1]
@@ -144,14 +164,14 @@ def compare_sides(results, args, device, timings):
     return fid, kid_of_sides(fake, real, args, device, timings)
 
 
-def report(fid, kid, device, model, specs, results, timings):
-    """What --json writes: the results, each side's source, N and resolution, and the timings."""
+def report(metrics, device, model, specs, results, timings):
+    """What --json writes: the results (fid, kid, precision_recall with --pr), each side's source, N and
+    resolution, and the timings."""
     sides = {role: {"source": str(specs[role]), "kind": source.kind if source else "stats", "n": stats["n"],
                     "res": stats.get("res"), "cached": stats["cached"]}
              for role, (source, stats) in results.items()}
-    return {"fid": fid, "kid": kid, "device": str(device),
-            "inception": model.weights_id if model is not None else None, **sides,
-            "timings_s": {k: round(v, 3) for k, v in timings.items()}}
+    return {**metrics, "device": str(device), "inception": model.weights_id if model is not None else None,
+            **sides, "timings_s": {k: round(v, 3) for k, v in timings.items()}}
 
 
 def main(argv=None):
@@ -167,9 +187,12 @@ def main(argv=None):
         print(f"wrote {args.save_stats} (mu, sigma of {results['fake'][1]['n']} images)")
         return
     fid, kid = compare_sides(results, args, device, timings)
+    metrics = {"fid": fid, "kid": kid}
+    if args.pr:
+        metrics["precision_recall"] = pr_of_sides(results["fake"][1], results["real"][1], device, timings)
     timings["total"] = time.perf_counter() - started
     if args.json:
-        write_json(args.json, report(fid, kid, device, model, {"fake": fake_spec, "real": real_spec}, results,
+        write_json(args.json, report(metrics, device, model, {"fake": fake_spec, "real": real_spec}, results,
                                      timings))
         print(f"wrote {args.json}")
 

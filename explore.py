@@ -2,8 +2,10 @@
 
     python explore.py --ckpt checkpoints/<run>/latest.pt            # then open the URL it prints
     python explore.py --ckpt ... --port 0 --device cpu              # any free port
+    python explore.py --ckpt g.safetensors                          # a generator from generate.py --export
 
-The page (explore.html) talks to a small JSON/PNG API on 127.0.0.1 only; nothing is served from disk but
+The page (explore.html) talks to a small JSON/PNG API on 127.0.0.1 (--host to serve on another address of this
+machine, with a warning: anyone who reaches it with the URL can write vectors); nothing is served from disk but
 that page, and the only files read or written are outputs/<run>/latent/sefa.pt and vectors/<name>.pt
 (--latent-dir to change), the ones latent.py uses. Directions come from sefa.pt when latent.py sefa made
 one, else they are computed at start (--k of them).
@@ -20,10 +22,12 @@ most MAX_THREADS connections are served at once, so slow clients cannot hold the
 """
 import hmac
 import io
+import ipaddress
 import json
 import math
 import re
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -36,15 +40,15 @@ import torch
 from PIL import Image
 
 from checkpoint import load_generator
-from cli import ArgumentParser, UserError, resolve_device, run
-from latent_directions import (NAME_PATTERN, SEED_MAX, attribute_vector, check_name, check_seed,
+from cli import SEED_MAX, ArgumentParser, UserError, resolve_device, run
+from latent_directions import (NAME_PATTERN, attribute_vector, check_name, check_seed,
                                default_latent_dir, first_layer_weight, list_vectors, load_sefa, load_vector,
                                save_vector, sefa, vector_path)
 from runs import run_of_checkpoint
 from sampling import render, sample_noise, slerp
 
 PAGE = Path(__file__).with_name("explore.html")
-HOST = "127.0.0.1"  # never another interface: the page can write files in the run's folder
+HOST = "127.0.0.1"  # the default: this machine only, since the page can write files in the run's folder
 ALPHA_MAX = 6.0  # SeFa sliders, in standard deviations of z (the directions have unit norm)
 STRENGTH_MAX = 3.0  # attribute sliders, in multiples of the saved vector
 MAX_BODY = 64 * 1024
@@ -372,14 +376,17 @@ class ExploreServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # connections waiting for a thread; the default 5 would refuse a page's burst
 
-    def __init__(self, port, app, verbose=False, read_timeout=10.0):
-        super().__init__((HOST, port), Handler)
+    def __init__(self, port, app, verbose=False, read_timeout=10.0, host=HOST):
+        self.address_family, loopback = listen_address(host)
+        super().__init__((host, port), Handler)
         self.app, self.verbose, self.read_timeout = app, verbose, read_timeout
         self.token = secrets.token_urlsafe(24)
         self.threads = threading.BoundedSemaphore(MAX_THREADS)
         port = self.server_address[1]
-        self.hosts = (f"{HOST}:{port}", f"localhost:{port}")
-        self.url = f"http://{HOST}:{port}/?token={self.token}"
+        name = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL and a Host header
+        also = (f"127.0.0.1:{port}", f"localhost:{port}") if loopback else ()  # other names of this machine
+        self.hosts = tuple(dict.fromkeys([f"{name.lower()}:{port}", *also]))
+        self.url = f"http://{name}:{port}/?token={self.token}"
 
     def token_matches(self, token):
         return hmac.compare_digest(token.encode(), self.token.encode())  # in constant time: no guessing by timing
@@ -399,11 +406,29 @@ class ExploreServer(ThreadingHTTPServer):
             self.threads.release()
 
 
+def listen_address(host):
+    """(address family, whether every address of `host` is loopback); a wildcard is refused: a request must name
+    the server in its Host header, and 0.0.0.0 is the name of no server."""
+    if host in ("", "0.0.0.0", "::", "*"):
+        raise UserError(f"--host {host!r} would listen on every interface, but the server answers only requests "
+                        "addressed to the name it listens on: give this machine's address on one network, e.g. "
+                        "--host 192.168.1.20")
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise UserError(f"--host {host}: no such address or name on this machine's network") from None
+    loopback = all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+    return infos[0][0], loopback
+
+
 def build_parser():
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
-    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--ckpt", required=True, help="checkpoint of train.py or a generator from generate.py --export")
+    p.add_argument("--host", default=HOST,
+                   help=f"address to serve on (default {HOST}, this machine only); another one lets anyone who "
+                        "reaches it and has the printed URL see faces and save vectors: a warning says so")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--latent-dir", help="saved directions and vectors (default outputs/<run>/latent/)")
     p.add_argument("--k", type=int, default=8, help="SeFa directions to compute when there is no sefa.pt")
     p.add_argument("--read-timeout", type=float, default=10.0,
@@ -420,13 +445,18 @@ def main(argv=None):
         raise UserError(f"--k must be at least 1, not {args.k}")
     if not 0 < args.read_timeout <= 3600:
         raise UserError(f"--read-timeout must be over 0 and at most 3600 seconds, not {args.read_timeout:g}")
+    exposed = not listen_address(args.host)[1]  # before loading anything: a bad --host is one line
     device = resolve_device(args.device)
     app = Explorer(args.ckpt, device, args.latent_dir or default_latent_dir(args.ckpt), args.k)
     try:
-        server = ExploreServer(args.port, app, args.verbose, args.read_timeout)
+        server = ExploreServer(args.port, app, args.verbose, args.read_timeout, args.host)
     except OSError as err:
-        raise UserError(f"cannot listen on {HOST}:{args.port} ({err.strerror}): pass another --port, or 0 "
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({err.strerror}): pass another --port, or 0 "
                         "for any free one") from None
+    if exposed:
+        print(f"warning: --host {args.host} is reachable from other machines: anyone there with the URL below "
+              f"can see the faces and save vectors into {app.latent_dir}, over plain HTTP; ssh -L to "
+              f"{HOST} is safer", file=sys.stderr)
     print(f"explore: {server.url} (run {app.info()['run']}, "
           f"{len(app.directions)} SeFa directions, {len(app.vector_names())} saved vectors; Ctrl-C stops)",
           flush=True)

@@ -74,6 +74,12 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     return distance if distance > 0 else 0.0  # a squared distance: rounding leaves -1e-13 for equal sides
 
 
+def float64_device(device):
+    """Where float64 maths runs: the device, except MPS, which has no float64 (the CPU does it there)."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 def polynomial_kernel(a, b):
     """KID's kernel (a.b / d + 1)^3: the Gram matrix in float32 (the bulk of the work), the rest in float64."""
     return ((a @ b.T).double() / a.shape[1] + 1) ** 3
@@ -100,6 +106,7 @@ def kernel_inception_distance(f1, f2, subsets=KID_SUBSETS, subset_size=KID_SUBSE
 def _subset_mmds(f1, f2, m, draws, seed, device):
     """The unbiased MMD^2 of `draws` random pairs of m-image subsets."""
     rng = np.random.default_rng(seed)
+    device = float64_device(device)
     z = torch.cat([torch.as_tensor(f1), torch.as_tensor(f2)]).to(device)
     mmds = []
     with exact_fp32(torch.device(device)):

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from checkpoint import load_generator
+from checkpoint import CHECKPOINT_SUFFIXES, load_generator
 from cli import UserError
+from export import EXPORT_SUFFIX
 from fid import DEFAULT_N, frechet_distance, load_stats_npz, save_stats, stats_of_features
 from image_files import DECODE_ERRORS, BadImage, find_images, open_image, to_rgb
 from inception import BATCH_SIZE, cache_root, features_of_images, load_inception
@@ -27,7 +28,8 @@ CACHE_VERSION = 1  # bump when the way statistics are computed changes
 # Pixels in one Inception batch of a folder's images (each becomes float32 before the resize to 299): a batch
 # of big images is cut shorter, and an image larger than a whole batch is skipped (0.2 GB as float32).
 BATCH_PIXELS = 4096 * 4096
-SOURCE_HELP = "give a checkpoint (.pt), a packed dataset, a folder of images, toyfaces, or a .npz of statistics"
+SOURCE_HELP = (f"give a checkpoint (.pt, or a generator exported as {EXPORT_SUFFIX}), a packed dataset, a folder of "
+               "images, toyfaces, or a .npz of statistics")
 
 
 class ImageSource:
@@ -154,7 +156,7 @@ def checkpoint_source(path, n, seed, device):
 def open_source(spec, n, res, seed, device, checkpoint=False):
     """A source named on the command line -> (ImageSource or a stats dict for a .npz, checkpoint config)."""
     path = Path(spec)
-    if checkpoint or (path.suffix.lower() in (".pt", ".pth", ".ckpt") and path.is_file()):
+    if checkpoint or (path.suffix.lower() in CHECKPOINT_SUFFIXES and path.is_file()):
         return checkpoint_source(path, n, seed, device)
     if spec == TOYFACES:
         return toyfaces_source(n, res, seed), None

@@ -3,6 +3,9 @@
     python generate.py --ckpt checkpoints/<run>/latest.pt               # 8x8 grid of seeds 0..63
     python generate.py --ckpt ... --seed 100 --n 16 --individual        # 16 PNGs, seeds 100..115
     python generate.py --ckpt ... --interp 5                            # a loop through 5 seeds
+    python generate.py --ckpt ... --export g.safetensors                # G_eval alone, to share, + g.md
+
+--ckpt takes a training checkpoint or a generator exported with --export (its seeds give the same faces).
 """
 import math
 from pathlib import Path
@@ -13,6 +16,7 @@ from tqdm import tqdm
 
 from checkpoint import generator_from_state, load_checkpoint
 from cli import SEED, ArgumentParser, UserError, check_seeds, integer, resolve_device, run
+from export import check_export_target, write_export
 from files import atomic_path, save_png
 from runs import output_dir, run_of_checkpoint
 from grids import grid_image
@@ -26,7 +30,8 @@ GRID_MAX_PIXELS = 100_000_000  # one grid PNG (0.3 GB as RGB): about 22,800 face
 
 def build_parser():
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (latest.pt, epoch_NNN.pt)")
+    p.add_argument("--ckpt", required=True,
+                   help="checkpoint written by train.py (latest.pt, epoch_NNN.pt) or a generator from --export")
     p.add_argument("--n", type=integer(1, N_MAX), default=64, help="how many faces (default 64, an 8x8 grid)")
     p.add_argument("--seed", type=SEED, default=0, help="first seed; face i uses seed+i (default 0)")
     p.add_argument("--out", help="output PNG (or folder with --individual); default outputs/<run>/generated/")
@@ -34,12 +39,21 @@ def build_parser():
     p.add_argument("--fixed", action="store_true", help="the run's fixed noise: the grid training drew")
     p.add_argument("--interp", type=integer(2, 100), metavar="K",
                    help="interpolate through K seeds: a strip PNG and a GIF")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--export", metavar="PATH.safetensors",
+                   help="write the sampling generator alone (safetensors, settings in its metadata) and a model "
+                        "card PATH.md beside it, then stop")
+    p.add_argument("--force", action="store_true", help="with --export: replace existing files")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     return p
 
 
 def check_request(args):
     """Before any work: the seeds are in range, and --out is a file name (a folder with --individual)."""
+    if args.export:
+        check_export_request(args)
+        return
+    if args.force:
+        raise UserError("--force only applies to --export (grids and PNGs are always rewritten)")
     check_seeds(args.seed, args.interp or (0 if args.fixed else args.n))
     if args.out is None:
         return
@@ -52,6 +66,16 @@ def check_request(args):
     existing = next(p for p in out.parents if p.exists())
     if not existing.is_dir():
         raise UserError(f"--out {out}: {existing} is a file, not a folder")
+
+
+def check_export_request(args):
+    """--export writes the generator and its card only: no sampling flag goes with it."""
+    for flag, given in (("--out", args.out), ("--individual", args.individual), ("--fixed", args.fixed),
+                        ("--interp", args.interp)):
+        if given:
+            raise UserError(f"--export writes only the generator and its card: drop {flag}, or run generate.py "
+                            "again without --export")
+    check_export_target(args.export, args.force)
 
 
 def check_grid(count, res):
@@ -118,6 +142,10 @@ def main(argv=None):
     check_request(args)
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.ckpt, device)
+    if args.export:
+        card = write_export(ckpt, args.export, args.force)
+        print(f"wrote {args.export} (the sampling generator, {len(ckpt['G_eval'])} tensors) and {card}")
+        return
     G, config = generator_from_state(ckpt, args.ckpt, device), ckpt["config"]
     if args.interp:
         write_interpolation(args, G, config["nz"], device)

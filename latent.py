@@ -110,7 +110,7 @@ def build_parser():
         s.error = p.error  # the one-line errors of cli.ArgumentParser
         s.add_argument("--ckpt", required=True, help="checkpoint written by train.py")
         s.add_argument("--out-dir", help="where vectors and figures go (default outputs/<run>/latent/)")
-        s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+        s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
         return s
 
     add_sefa_options(command("sefa", "the top-k SeFa directions, their eigenvalues and a figure"))

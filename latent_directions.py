@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cli import SEED, SEED_MAX, UserError, checked  # SEED_MAX: explore.py takes it from here with the checks
+from cli import SEED, UserError, checked
 from files import atomic_path, write_json
 from runs import output_dir, run_of_checkpoint
 

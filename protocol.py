@@ -59,7 +59,7 @@ def build_parser():
                    help="the folder holding data/ and fid_reference/ (default: ../shared beside the repository)")
     p.add_argument("--tag", default="", help="suffix for the run names, to keep several protocols apart")
     p.add_argument("--out", help="folder for table.md, protocol.json, samples.png (default outputs/protocol-SET)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     return p
 
 

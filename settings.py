@@ -96,7 +96,7 @@ def add_optimisation_flags(add):
 
 
 def add_run_flags(add):
-    add("--device", help="auto | cpu | cuda | cuda:N (default auto)")
+    add("--device", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     add("--run", "--run-name", dest="run", help="run name: outputs/<run>/ and checkpoints/<run>/ (default: config "
         "name, res and time); under torchrun write --run-name, which torchrun's own parser leaves alone")
     add("--resume", help="auto (the newest run of this name or config) or a checkpoint path")

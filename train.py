@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 import dataloader
-from checkpoint import TrainState, load_training_checkpoint, save_checkpoint
+from checkpoint import CheckpointWriter, TrainState, load_training_checkpoint
 from cli import UserError, run
 from distributed import Distributed
 from files import save_png, write_json
@@ -55,13 +55,16 @@ def train(cfg, given, world):
     if budget_spent and world.main:
         print(f"{cfg['run']} is already at iteration {state.step} ({clock.minutes():.1f} training minutes): "
               "nothing to do within --max-steps / --max-minutes")
-    while state.epoch < cfg["epochs"] and not stop.requested and not budget_spent:
-        budget_spent, finished_epoch = train_epoch(state, step, data, outputs, clock, stop, world)
-        final = stop.requested or budget_spent or state.epoch == cfg["epochs"]
-        write_latest = final or not finished_epoch or clock.save_due(cfg)  # mid-epoch means it was due
-        if world.main:
-            save(state, outputs, finished_epoch, write_latest)
-        clock.saved(write_latest)
+    try:
+        while state.epoch < cfg["epochs"] and not stop.requested and not budget_spent:
+            budget_spent, finished_epoch = train_epoch(state, step, data, outputs, clock, stop, world)
+            final = stop.requested or budget_spent or state.epoch == cfg["epochs"]
+            write_latest = final or not finished_epoch or clock.save_due(cfg)  # mid-epoch means it was due
+            if world.main:
+                save(state, outputs, finished_epoch, write_latest)
+            clock.saved(write_latest)
+    finally:
+        outputs.writer.close()  # the last checkpoint is on disk before the run says it is done
     world.check_in_sync(state.G, state.D)
     if world.main:
         farewell(state, outputs, data, stop)
@@ -203,7 +206,7 @@ class Outputs:
 
     def __init__(self, cfg, world, resume_step):
         self.out_dir, self.ckpt_dir = output_dir(cfg["run"]), checkpoint_dir(cfg["run"])
-        self.log, self.fid_meter, self.tensorboard = None, None, None
+        self.log, self.fid_meter, self.tensorboard, self.writer = None, None, None, CheckpointWriter()
         if not world.main:
             return
         (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
@@ -228,9 +231,8 @@ def save(state, outputs, finished_epoch, write_latest):
     if outputs.fid_meter is not None and finished_epoch and epoch % cfg["fid_every"] == 0:
         if measure_fid(state, outputs, G_eval):
             names.append("best.pt")
-    checkpoint = state.state_dict(G_eval)
-    for name in names:
-        save_checkpoint(outputs.ckpt_dir / name, checkpoint)
+    if names:
+        outputs.writer.save([outputs.ckpt_dir / name for name in names], state.state_dict(G_eval))
     grid_name = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:06d}.png"
     grid = grid_image(render(G_eval, state.fixed_noise, state.device))
     save_png(grid, outputs.out_dir / "samples" / grid_name)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright drives it and never downloads a browser
@@ -15,6 +16,17 @@ SHARED = REPO.parent / "shared"
 # A model small enough to train a few iterations in about a second on a CPU.
 TINY = ["--res", "32", "--ngf", "8", "--ndf", "8", "--batch-size", "16", "--toy-size", "128",
         "--recal-samples", "64", "--workers", "0", "--log-every", "1", "--device", "cpu"]
+
+
+class LinearCritic(torch.nn.Module):
+    """D(x) = w.x: its gradient is w at every point, which makes penalties easy to compute by hand."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.weight.flatten()
 
 
 def run_script(script, *args, cwd, check=True, timeout=300):

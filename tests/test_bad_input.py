@@ -12,7 +12,7 @@ import latent
 import preprocess
 import settings
 from checkpoint import load_generator, load_training_checkpoint
-from cli import UserError
+from cli import UserError, resolve_device
 from conftest import TINY, assert_one_line_error, run_script
 from network import Generator
 
@@ -192,3 +192,34 @@ def test_resuming_needs_the_discriminators_settings_too(tmp_path):
     torch.save({"G_eval": {}, "opt_d": {}, "config": config}, tmp_path / "no_d.pt")
     with pytest.raises(UserError, match="lacks d_norm"):
         load_training_checkpoint(tmp_path / "no_d.pt")
+
+
+# ---------------------------------------------------------------------------------------------- devices, hosts
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an Apple GPU")
+def test_mps_where_there_is_none_is_one_line(tmp_path):
+    assert_one_line_error(train(tmp_path, "--device", "mps"), "--device mps", "use --device cpu")
+    assert_one_line_error(run_script("generate.py", "--ckpt", "x.pt", "--device", "mps:0", cwd=tmp_path,
+                                     check=False), "--device mps:0")
+    assert not list(tmp_path.iterdir())
+
+
+def test_mps_resolves_where_torch_has_it_and_auto_never_picks_it(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("mps") == torch.device("mps") and resolve_device("mps:0").type == "mps"
+    with pytest.raises(UserError, match="one GPU"):
+        resolve_device("mps:1")
+    assert resolve_device("auto").type in ("cuda", "cpu")
+
+
+def test_explorer_refuses_a_wildcard_or_unknown_host_before_loading(tmp_path):
+    for host, words in (("0.0.0.0", "every interface"), ("::", "every interface"),
+                        ("no-such-host.invalid", "no such address")):
+        result = run_script("explore.py", "--ckpt", "missing.pt", "--host", host, cwd=tmp_path, check=False)
+        assert_one_line_error(result, "--host", words)
+
+
+def test_missing_data_names_the_command_that_makes_it(tmp_path):
+    assert_one_line_error(train(tmp_path, "--data", "data/celeba64"), "--data data/celeba64 does not exist",
+                          "python preprocess.py --src img_align_celeba.zip --out data/celeba64 --res 32 --crop celeba")
+    assert_one_line_error(train(tmp_path, "--data", "data/anime96"), "--out data/anime96 --res 32 --crop none")

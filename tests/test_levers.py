@@ -8,19 +8,10 @@ import torch.nn.functional as F
 
 import losses
 from checkpoint import make_optimizer
-from conftest import TINY, assert_one_line_error, run_script
+from conftest import LinearCritic, TINY, assert_one_line_error, run_script
 from network import Discriminator, MinibatchStdDev, init_dcgan
 from settings import DEFAULTS
 from training_step import d_update, ema_decay, lr_factor
-
-
-class LinearCritic(torch.nn.Module):
-    def __init__(self, weight):
-        super().__init__()
-        self.weight = torch.nn.Parameter(weight)
-
-    def forward(self, x):
-        return x.flatten(1) @ self.weight.flatten()
 
 
 def test_r1_is_the_squared_gradient_norm_at_real_images():

@@ -18,17 +18,8 @@ import train
 from checkpoint import make_optimizer
 from settings import DEFAULTS
 from training_step import train_iteration, update_ema
-from conftest import REPO, TINY, assert_one_line_error, run_script
+from conftest import LinearCritic, REPO, TINY, assert_one_line_error, run_script
 from network import Discriminator, Generator, init_dcgan
-
-
-class LinearCritic(torch.nn.Module):
-    def __init__(self, weight):
-        super().__init__()
-        self.weight = torch.nn.Parameter(weight)
-
-    def forward(self, x):
-        return x.flatten(1) @ self.weight.flatten()
 
 
 def test_gradient_penalty_matches_the_hand_computed_value():

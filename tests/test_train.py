@@ -171,3 +171,24 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
     assert last.startswith("error: cannot write") and "latest.pt" in last and "intact" in last, last
     assert load(latest)["step"] == 2
     assert not [p.name for p in latest.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_checkpoint_writer_saves_the_state_of_the_moment_and_reports_errors(tmp_path):
+    """The background writer copies the state when asked: changes made while it writes are not in the file;
+    a failed write is raised at the next save or at close(), and a file is never half written."""
+    from checkpoint import CheckpointWriter
+
+    weights = torch.zeros(1_000_000)
+    writer = CheckpointWriter()
+    writer.save([tmp_path / "a.pt", tmp_path / "b.pt"], {"w": weights, "nested": [{"x": weights[:3]}], "step": 1})
+    weights.add_(1)  # training goes on in place while the file is written
+    writer.close()
+    for name in ("a.pt", "b.pt"):
+        saved = load(tmp_path / name)
+        assert saved["step"] == 1 and saved["w"].abs().max() == 0 and saved["nested"][0]["x"].tolist() == [0, 0, 0]
+    (tmp_path / "file").write_text("not a folder")
+    writer.save([tmp_path / "file" / "c.pt"], {"w": weights})
+    with pytest.raises(OSError):
+        writer.close()
+    writer.close()  # the error is reported once
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
