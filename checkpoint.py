@@ -23,7 +23,7 @@ from files import atomic_path
 from network import D_ARCHITECTURE_KEYS, G_ARCHITECTURE_KEYS, generator_from_config, models_from_config
 from runs import METRICS
 from sampling import recalibrated_copy
-from settings import check_saved
+from settings import check_saved, has_ema
 
 GRID_SIZE = 64  # the fixed noise: an 8x8 grid every epoch
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", EXPORT_SUFFIX)  # the files load_checkpoint reads
@@ -60,7 +60,7 @@ class TrainState:
     def __init__(self, cfg, device):
         self.cfg = cfg
         self.G, self.D = models_from_config(cfg, device)
-        self.G_ema = copy.deepcopy(self.G) if cfg["ema"] or cfg["ema_kimg"] else None
+        self.G_ema = copy.deepcopy(self.G) if has_ema(cfg) else None
         self.opt_g = make_optimizer(self.G.parameters(), cfg, cfg["lr_g"], device)
         self.opt_d = make_optimizer(self.D.parameters(), cfg, cfg["lr_d"], device)
         self.noise_generator = torch.Generator(device).manual_seed(cfg["seed"])
@@ -101,7 +101,11 @@ class TrainState:
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
         self.fixed_noise = state["fixed_noise"]
         torch.set_rng_state(state["rng"]["torch"])
-        self.noise_generator.set_state(state["rng"]["noise"].cpu())
+        try:
+            self.noise_generator.set_state(state["rng"]["noise"].cpu())
+        except RuntimeError:  # a CUDA generator's state does not fit a CPU generator, nor the reverse
+            raise UserError(f"this checkpoint was trained on another kind of device than {self.device.type}: resume "
+                            "it there (--device), or start a new run") from None
         self.log_window = state["log_window"].to(self.device)
         self.best_fid = state.get("best_fid", float("inf"))
 

@@ -19,10 +19,9 @@ from cli import ArgumentParser, UserError, integer, number, resolve_device, run
 from comparison import (exit_if_failed, images_seen, markdown_table, parse_with_extra, plot, read_run, run_config,
                         run_names, sample_sheet, stop_on_sigterm, train_one)
 from fid import FID_N_MAX
-from fid_sources import fid_of_generator, stats_of_real
+from fid_sources import FidMeter
 from files import atomic_path, write_json
-from inception import load_inception
-from runs import checkpoint_dir
+from runs import checkpoint_dir, fid_real_set
 
 
 def build_parser():
@@ -40,9 +39,7 @@ def build_parser():
 
 def final_fid(name, n, device):
     G, config = load_generator(checkpoint_dir(name) / "latest.pt", device)
-    inception = load_inception(device)
-    real = stats_of_real(config["fid_real"] or config["data"], config["res"], n, device, inception, seed=config["seed"])
-    return fid_of_generator(G, real, n, device=device, inception=inception)
+    return FidMeter(fid_real_set(config), config["res"], n, device, config["seed"])(G, progress=True)
 
 
 def table(results):

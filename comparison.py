@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from cli import UserError
 from files import save_png
 from plots import plt, save_figure, smooth
-from runs import checkpoint_dir, output_dir, read_metrics
+from runs import checkpoint_dir, loss_rows, output_dir, read_metrics
 
 PR_SET_PDEATHSIG = 1  # from Linux's <sys/prctl.h>
 TRAIN_SCRIPT = Path(__file__).with_name("train.py")
@@ -80,7 +80,7 @@ def exit_if_failed(results):
 
 def read_run(name):
     """The loss lines of a run's metrics.csv (FID lines left out)."""
-    return [r for r in read_metrics(output_dir(name) / "metrics.csv") if r["loss_d"]]
+    return loss_rows(read_metrics(output_dir(name) / "metrics.csv"))
 
 
 def run_config(name):

@@ -22,6 +22,7 @@ from fid_sources import open_source, stats_of_source
 from files import write_json
 from inception import BATCH_SIZE, load_inception
 from precision_recall import PR_K, precision_recall
+from runs import training_data
 
 
 def build_parser():
@@ -99,7 +100,7 @@ def open_sides(args, fake_spec, real_spec, device):
     if real_spec is None:
         if config is None:
             raise UserError(f"no real side: add --real (a packed dataset, folder, toyfaces or .npz) to {fake_spec}")
-        real_spec = str(config.get("data") or "toyfaces")
+        real_spec = str(training_data(config))
         print(f"real side: the checkpoint's training data, {real_spec}")
     res = args.res or (config or {}).get("res") or 64
     return [("fake", fake), ("real", open_source(real_spec, args.n, res, args.seed, device)[0])], real_spec

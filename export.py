@@ -17,6 +17,8 @@ from safetensors.torch import save as safetensors_bytes
 from cli import UserError
 from files import atomic_path
 from network import G_ARCHITECTURE_KEYS
+from runs import fid_real_set, training_data
+from toyfaces import TOYFACES
 
 EXPORT_SUFFIX = ".safetensors"
 FORMAT, FORMAT_VERSION = "fakefacegen-generator", "1"
@@ -41,20 +43,20 @@ def export_metadata(ckpt):
     cfg = ckpt["config"]
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(cfg, sort_keys=True),
             "architecture": json.dumps({key: cfg.get(key) for key in G_ARCHITECTURE_KEYS}),
-            "res": str(cfg.get("res")), "data": str(cfg.get("data") or "toyfaces")}
+            "res": str(cfg.get("res")), "data": str(training_data(cfg))}
     for key in ("step", "epoch"):
         if isinstance(ckpt.get(key), int):
             meta[key] = str(ckpt[key])
     if math.isfinite(ckpt.get("best_fid", math.inf)):
         meta.update(best_fid=repr(float(ckpt["best_fid"])), fid_n=str(cfg.get("fid_n")),
-                    fid_real=str(cfg.get("fid_real") or cfg.get("data") or "toyfaces"))
+                    fid_real=str(fid_real_set(cfg)))
     return meta
 
 
 def data_licence(data):
     """What the training images allow, as far as their name tells: a model card must say it."""
-    name = Path(str(data or "toyfaces")).name.lower()
-    if name == "toyfaces" or name.startswith("toy"):
+    name = Path(str(data or TOYFACES)).name.lower()
+    if name == TOYFACES or name.startswith("toy"):
         return ("none needed: the toy faces are synthetic, drawn by FakeFaceGen's own code (toyfaces.py); no "
                 "photo or drawing of anyone was used, so the generator and its samples are free to share")
     if "celeba" in name:

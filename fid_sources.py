@@ -229,6 +229,20 @@ def stats_of_real(source, res, n=DEFAULT_N, device="cpu", inception=None, batch_
     return stats_of_source(opened, inception, device, batch_size, use_cache, progress, desc="real features")
 
 
+class FidMeter:
+    """FID of generators against one real set, whose statistics are computed (or read from cache) once:
+    what train.py measures every --fid-every epochs and compare.py at the end."""
+
+    def __init__(self, real, res, n, device, seed=0):
+        self.n, self.device = n, device
+        self.inception = load_inception(device)
+        self.real = stats_of_real(real, res, n, device, self.inception, seed=seed)
+
+    def __call__(self, G, progress=False):
+        return fid_of_generator(G, self.real, self.n, seed=0, device=self.device, inception=self.inception,
+                                progress=progress)
+
+
 def fid_of_generator(G, real_stats, n=DEFAULT_N, seed=0, device="cpu", batch_size=BATCH_SIZE, inception=None,
                      progress=True):
     """FID of n samples of G (seeds seed..seed+n-1, quantised to uint8 like saved PNGs) against real_stats."""

@@ -28,9 +28,10 @@ from attribute_probe import (PROBE_HOLDOUT, fit_probe, generated_features, image
 from checkpoint import load_generator
 from cli import SEED, ArgumentParser, UserError, check_seeds, integer, number, resolve_device, run
 from files import save_png
+from grids import grid_image
 from latent_directions import (attribute_vector, check_name, check_seed, default_latent_dir, first_layer_weight,
                                load_vector, save_sefa, save_vector, sefa)
-from grids import grid_image
+from runs import training_data
 from sampling import render, sample_noise
 
 SEFA_SEEDS = "0,1,2"
@@ -207,7 +208,7 @@ def vector_from_probe(args, G, config, device):
 def probe_of_real_images(args, config, device):
     """A probe for --from-probe trained on real images (by default the checkpoint's training data): the
     probe, its featurizer, its held-out accuracy and a description of the images."""
-    real = args.real if args.real is not None else str(config.get("data", "toyfaces"))
+    real = args.real if args.real is not None else str(training_data(config))
     images, labels, description = labelled_real_images(real, args.from_probe, args.probe_n, config["res"],
                                                        args.attr_file)
     featurize = make_featurizer(args.features, device)

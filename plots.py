@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import numpy as np  # noqa: E402
 
 from files import atomic_path  # noqa: E402
+from runs import loss_rows  # noqa: E402
 
 
 def save_figure(fig, path):
@@ -25,7 +26,7 @@ def smooth(values, weight=0.9):
 
 def plot_losses(rows, path):
     """D and G loss per step, raw (faint) and smoothed, as loss.png."""
-    rows = [r for r in rows if r["loss_d"]]  # FID lines carry no losses
+    rows = loss_rows(rows)
     steps = np.array([int(r["step"]) for r in rows])
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
     for key, label, colour in (("loss_d", "D loss", "tab:blue"), ("loss_g", "G loss", "tab:orange")):

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import torch
 
 from files import atomic_path
-from runs import read_metrics
+from runs import loss_rows, read_metrics
 
 GRID_NAME = re.compile(r"(epoch|step)_(\d+)\.png")  # train.py's samples/epoch_NNN.png and step_NNNNNN.png
 
@@ -162,7 +162,7 @@ def curves_section(out_dir):
 
 def speed_rows(rows):
     """The speed and time of the last log line of metrics.csv, and the best FID where there is one."""
-    logged = [r for r in rows if r.get("images_per_s")]  # FID lines carry no speed
+    logged = loss_rows(rows)
     if not logged:
         return {}
     last = logged[-1]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cli import UserError
 from files import atomic_path, user_fixable_errors
+from toyfaces import TOYFACES
 
 OUTPUTS, CHECKPOINTS = Path("outputs"), Path("checkpoints")
 METRICS = ("loss_d", "loss_g", "d_real", "d_fake")  # per log line: means over the iterations since the last
@@ -28,6 +29,16 @@ def default_run_name(cfg):
     """<config or data name>-<res>px-<date>-<time>: the prefix is how --resume auto finds it again."""
     stem = Path(cfg["config"]).stem if cfg["config"] else Path(str(cfg["data"])).name
     return f"{stem}-{cfg['res']}px-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def training_data(cfg):
+    """What a run (by its saved settings) trained on: --data, the toy faces when it is not set."""
+    return cfg.get("data") or TOYFACES
+
+
+def fid_real_set(cfg):
+    """What a run's FID is measured against: --fid-real, else its training data."""
+    return cfg.get("fid_real") or training_data(cfg)
 
 
 def find_resume_checkpoint(resume, cfg, run_given):
@@ -62,7 +73,8 @@ class MetricsLog:
                 writer = csv.DictWriter(f, self.COLUMNS)
                 writer.writeheader()
                 writer.writerows(rows)
-        self.elapsed = float(rows[-1]["elapsed_s"]) if rows else 0.0
+        losses = loss_rows(rows)
+        self.elapsed = float(losses[-1]["elapsed_s"]) if losses else 0.0
 
     def append(self, row):
         with user_fixable_errors(self.path), self.path.open("a", newline="") as f:
@@ -70,6 +82,11 @@ class MetricsLog:
 
     def read(self):
         return read_metrics(self.path)
+
+
+def loss_rows(rows):
+    """The log lines of metrics.csv rows, without the FID lines (those carry a FID and nothing else)."""
+    return [row for row in rows if row["loss_d"]]
 
 
 def read_metrics(path):

@@ -17,11 +17,10 @@ from checkpoint import CheckpointWriter, TrainState, load_training_checkpoint
 from cli import UserError, run
 from distributed import Distributed
 from files import save_png, write_json
-from fid_sources import fid_of_generator, stats_of_real
-from inception import load_inception
+from fid_sources import FidMeter
 from plots import plot_fid, plot_losses
 from report import environment, write_report
-from runs import METRICS, MetricsLog, checkpoint_dir, default_run_name, find_resume_checkpoint, output_dir
+from runs import METRICS, MetricsLog, checkpoint_dir, default_run_name, fid_real_set, find_resume_checkpoint, output_dir
 from grids import grid_image
 from sampling import render
 from settings import parse_settings, settings_from_checkpoint
@@ -109,6 +108,9 @@ class TrainingData:
         if len(self.dataset) < per_iteration:
             raise UserError(f"{self.dataset.description}: fewer images than one iteration needs ({per_iteration}); "
                             "lower --batch-size or --d-steps")
+        if world.size > 1 and isinstance(self.dataset, dataloader.ImageFolder):
+            # An undecodable file would leave one rank with a shorter batch and the ranks out of step.
+            raise UserError("under torchrun, --data must be a packed dataset: pack the folder with preprocess.py")
         if cfg["data_on_device"] == "on" and isinstance(self.dataset, dataloader.ImageFolder):
             raise UserError("--data-on-device on needs a packed dataset (preprocess.py) or toyfaces, not a folder")
         on_device = cfg["data_on_device"] == "on" or (cfg["data_on_device"] == "auto"
@@ -214,7 +216,7 @@ class Outputs:
         self.log = MetricsLog(self.out_dir / "metrics.csv", resume_step)
         self.env = {**environment(world.device), **({"processes": str(world.size)} if world.size > 1 else {})}
         if cfg["fid_every"]:
-            self.fid_meter = FidMeter(cfg, world.device)
+            self.fid_meter = FidMeter(fid_real_set(cfg), cfg["res"], cfg["fid_n"], world.device, cfg["seed"])
         if cfg["tensorboard"]:
             self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", resume_step)
 
@@ -257,20 +259,6 @@ def measure_fid(state, outputs, G_eval):
         state.best_fid = fid
         return True
     return False
-
-
-class FidMeter:
-    """FID of a generator against the real set, whose statistics are computed (or read from cache) once."""
-
-    def __init__(self, cfg, device):
-        self.n, self.device = cfg["fid_n"], device
-        self.inception = load_inception(device)
-        self.real = stats_of_real(cfg["fid_real"] or cfg["data"], cfg["res"], cfg["fid_n"], device, self.inception,
-                                  seed=cfg["seed"])
-
-    def __call__(self, G):
-        return fid_of_generator(G, self.real, self.n, seed=0, device=self.device, inception=self.inception,
-                                progress=False)
 
 
 class Clock:

@@ -83,6 +83,7 @@ def test_label_smoothing_changes_only_the_real_targets():
     (["--ema", "0.99", "--ema-kimg", "10"], ["--ema-kimg"]),
     (["--label-smooth", "0.9", "--loss", "hinge"], ["--label-smooth"]),
     (["--label-smooth", "0.4"], ["--label-smooth"]),
+    (["--lr-schedule", "linear", "--max-minutes", "5"], ["--max-steps"]),
 ])
 def test_levers_that_do_not_go_together_are_refused(tmp_path, flags, words):
     assert_one_line_error(run_script("train.py", *TINY, *flags, cwd=tmp_path, check=False), *words)

@@ -1,7 +1,7 @@
 """train.py end to end: outputs, exact resume after SIGKILL, config precedence, eval-mode sampling."""
 import csv
-import resource
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -10,10 +10,14 @@ import time
 import pytest
 import torch
 
+from checkpoint import CheckpointWriter, TrainState
+from cli import UserError
 from conftest import REPO, TINY, assert_one_line_error, run_script
+from inception import load_inception
 from network import Generator, init_dcgan
+from runs import MetricsLog
 from sampling import recalibrated_copy
-from settings import parse_settings
+from settings import DEFAULTS, parse_settings, settings_from_checkpoint
 
 LOSS_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
 
@@ -109,8 +113,6 @@ def test_recalibrated_eval_mode_matches_train_mode_samples():
 
 
 def test_fid_during_training_keeps_the_best_checkpoint(tmp_path):
-    from inception import load_inception
-
     try:
         load_inception("cpu")
     except Exception as err:  # noqa: BLE001 - any failure here means the weights are not installed
@@ -176,8 +178,6 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
 def test_checkpoint_writer_saves_the_state_of_the_moment_and_reports_errors(tmp_path):
     """The background writer copies the state when asked: changes made while it writes are not in the file;
     a failed write is raised at the next save or at close(), and a file is never half written."""
-    from checkpoint import CheckpointWriter
-
     weights = torch.zeros(1_000_000)
     writer = CheckpointWriter()
     writer.save([tmp_path / "a.pt", tmp_path / "b.pt"], {"w": weights, "nested": [{"x": weights[:3]}], "step": 1})
@@ -192,3 +192,32 @@ def test_checkpoint_writer_saves_the_state_of_the_moment_and_reports_errors(tmp_
         writer.close()
     writer.close()  # the error is reported once
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_metrics_resume_after_a_fid_line_keeps_the_training_time(tmp_path):
+    """A checkpoint saved right after an FID line: the time trained comes from the last log line."""
+    log = MetricsLog(tmp_path / "metrics.csv")
+    log.append({"step": 10, "epoch": 1, "loss_d": "1.0", "loss_g": "1.0", "d_real": "0.5", "d_fake": "0.5",
+                "images_per_s": "100", "elapsed_s": "12.50"})
+    log.append({"step": 10, "epoch": 1, "fid": "99.0"})
+    assert MetricsLog(tmp_path / "metrics.csv", resume_step=10).elapsed == 12.5
+
+
+def test_resume_refuses_settings_that_do_not_fit_the_checkpoint():
+    """Checked in-process against settings_from_checkpoint: a new batching mid-epoch, and flags that do not go
+    with the saved settings."""
+    ckpt = {"config": {**DEFAULTS, "ema_kimg": 10.0}, "batch_in_epoch": 4}
+    with pytest.raises(UserError, match="inside an epoch"):
+        settings_from_checkpoint(ckpt, "latest.pt", {**DEFAULTS, "batch_size": 64}, {"batch_size"})
+    settings_from_checkpoint({**ckpt, "batch_in_epoch": 0}, "x.pt", {**DEFAULTS, "batch_size": 64}, {"batch_size"})
+    with pytest.raises(UserError, match="--ema-kimg"):
+        settings_from_checkpoint(ckpt, "latest.pt", {**DEFAULTS, "ema": 0.99}, {"ema"})
+
+
+def test_a_checkpoint_from_another_kind_of_device_is_one_line():
+    cfg = {**DEFAULTS, "res": 32, "ngf": 8, "ndf": 8, "recal_samples": 8}
+    state = TrainState(cfg, "cpu")
+    saved = state.state_dict()
+    saved["rng"]["noise"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state is 16 bytes
+    with pytest.raises(UserError, match="another kind of device"):
+        TrainState(cfg, "cpu").load_state_dict(saved)
