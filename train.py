@@ -55,6 +55,7 @@ def train(cfg, given, world):
         print(f"{cfg['run']} is already at iteration {state.step} ({clock.minutes():.1f} training minutes): "
               "nothing to do within --max-steps / --max-minutes")
     try:
+        write_latest = True
         while state.epoch < cfg["epochs"] and not stop.requested and not budget_spent:
             budget_spent, finished_epoch = train_epoch(state, step, data, outputs, clock, stop, world)
             final = stop.requested or budget_spent or state.epoch == cfg["epochs"]
@@ -62,6 +63,8 @@ def train(cfg, given, world):
             if world.main:
                 save(state, outputs, finished_epoch, write_latest)
             clock.saved(write_latest)
+        if stop.requested and not write_latest and world.main:  # Ctrl-C came during an epoch's save
+            save(state, outputs, finished_epoch=False, write_latest=True)
     finally:
         outputs.writer.close()  # the last checkpoint is on disk before the run says it is done
     world.check_in_sync(state.G, state.D)

@@ -1,6 +1,7 @@
 """train.py end to end: outputs, exact resume after SIGKILL, config precedence, eval-mode sampling."""
 import csv
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 import pytest
 import torch
 
+import train
 from checkpoint import CheckpointWriter, TrainState
 from cli import UserError
 from conftest import REPO, TINY, assert_one_line_error, run_script
@@ -221,3 +223,26 @@ def test_a_checkpoint_from_another_kind_of_device_is_one_line():
     saved["rng"]["noise"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state is 16 bytes
     with pytest.raises(UserError, match="another kind of device"):
         TrainState(cfg, "cpu").load_state_dict(saved)
+
+
+def test_a_stop_during_an_epochs_save_still_writes_latest(tmp_path, monkeypatch):
+    """SIGTERM while an epoch's grid is being saved (latest.pt not due then): the run stops with latest.pt."""
+    saves = []
+
+    def save_and_get_stopped(state, outputs, finished_epoch, write_latest):
+        saves.append(write_latest)
+        if len(saves) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # lands inside the save, as a slow grid would let it
+        original_save(state, outputs, finished_epoch, write_latest)
+
+    original_save = train.save
+    monkeypatch.setattr(train, "save", save_and_get_stopped)
+    monkeypatch.chdir(tmp_path)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        train.main([*TINY, "--toy-size", "64", "--epochs", "3", "--run", "s"])
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    assert saves == [False, True]  # the epoch's save did not write latest.pt; the stop did
+    assert load(tmp_path / "checkpoints" / "s" / "latest.pt")["epoch"] == 1
