@@ -35,7 +35,7 @@ demo: setup
 	$(PY) generate.py --ckpt checkpoints/demo/latest.pt --out outputs/demo/grid.png
 	$(PY) generate.py --ckpt checkpoints/demo/latest.pt --interp 6 --out outputs/demo/interp.png
 	@# 256 samples keep the demo quick on a CPU; FID at this N is biased upward (the script says so): see README.
-	$(PY) evaluate_fid.py --ckpt checkpoints/demo/latest.pt --real toyfaces --n 256 --json outputs/demo/fid.json
+	$(PY) evaluate_fid.py --ckpt checkpoints/demo/latest.pt --real toyfaces --n 256 --kid-subset-size 100 --json outputs/demo/fid.json
 	$(PY) generate.py --ckpt checkpoints/demo/latest.pt --export outputs/demo/demo_generator.safetensors --force
 	@echo
 	@echo "demo done: the run at a glance in outputs/demo/report.html (open it in a browser),"
