@@ -88,6 +88,14 @@ def number(low=None, high=None, above=None, below=None, why=""):
 SEED = integer(0, SEED_MAX)
 
 
+def seed_list(text):
+    """An argparse type: --seeds 0,1,2 -> [0, 1, 2], each a valid seed, none twice."""
+    seeds = [SEED(part.strip()) for part in text.split(",")]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is given twice in {text!r}")
+    return seeds
+
+
 def check_seeds(first, count):
     """Face i uses seed first + i: the last one must stay within SEED_MAX too."""
     if first + count - 1 > SEED_MAX:

@@ -20,7 +20,7 @@ from comparison import (exit_if_failed, images_seen, markdown_table, parse_with_
                         run_names, sample_sheet, stop_on_sigterm, train_one)
 from fid import FID_N_MAX
 from fid_sources import FidMeter
-from files import atomic_path, write_json
+from files import write_json, write_text
 from runs import checkpoint_dir, fid_real_set
 
 
@@ -75,8 +75,7 @@ def main(argv=None):
     plot([r for r in results if r["rows"]], out / "comparison.png")
     sample_sheet([(r["name"], r["name"]) for r in results], out / "samples.png")
     text = table(results)
-    with atomic_path(out / "comparison.md") as tmp:
-        tmp.write_text(text + "\n")
+    write_text(out / "comparison.md", text + "\n")
     write_json(out / "comparison.json", [{k: r[k] for k in ("name", "fid", "code")} | {"final": r["rows"][-1:]}
                                          for r in results])
     print(text)

@@ -17,6 +17,7 @@ from runs import checkpoint_dir, loss_rows, output_dir, read_metrics
 
 PR_SET_PDEATHSIG = 1  # from Linux's <sys/prctl.h>
 TRAIN_SCRIPT = Path(__file__).with_name("train.py")
+EPOCHS_WITHOUT_END = 100_000  # what a compared run is given: its budget in iterations or minutes ends it first
 
 
 def run_names(configs, prefix, tag="", suffixes=("",)):
@@ -53,7 +54,7 @@ def train_one(config, name, device, budget, extra=()):
     the child is stopped (it saves latest.pt) before the parent exits. Returns the child's exit status."""
     resume = ["--resume", "auto"] if (checkpoint_dir(name) / "latest.pt").exists() else []
     cmd = [sys.executable, str(TRAIN_SCRIPT), "--config", config, "--run", name,
-           "--device", device, "--epochs", "100000", *budget, *resume, *extra]
+           "--device", device, "--epochs", str(EPOCHS_WITHOUT_END), *budget, *resume, *extra]
     print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
     child = subprocess.Popen(cmd, preexec_fn=die_with_parent if sys.platform == "linux" else None)
     try:

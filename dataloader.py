@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from cli import UserError
-from image_files import BadImage, find_images, load_face
+from image_files import IMAGE_EXTENSIONS, BadImage, find_images, load_face
 from packed import PackedImages, is_packed
 from toyfaces import TOYFACES, toyfaces
 
@@ -44,7 +44,8 @@ class ImageFolder:
         self.root, self.res = Path(root), res
         self.files = find_images(self.root)
         if not self.files:
-            raise UserError(f"no images (jpg, jpeg, png, webp, bmp) found under {root}: point --data at a "
+            kinds = ", ".join(e[1:] for e in IMAGE_EXTENSIONS)
+            raise UserError(f"no images ({kinds}) found under {root}: point --data at a "
                             "folder of faces or a dataset made by preprocess.py")
         reasons = []
         for path in self.files[:DECODE_PROBE]:

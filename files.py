@@ -127,6 +127,12 @@ def write_json(path, data):
         tmp.write_text(brackets[0] + "\n" + ",\n".join(lines) + "\n" + brackets[1] + "\n")
 
 
+def write_text(path, text):
+    """A text file (a table, a page), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def save_png(image, path):
     """A PIL image as a PNG, atomically."""
     with atomic_path(path) as tmp:

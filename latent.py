@@ -26,7 +26,7 @@ import torch
 from attribute_probe import (PROBE_HOLDOUT, fit_probe, generated_features, image_features, labelled_real_images,
                              make_featurizer, probe_probability)
 from checkpoint import load_generator
-from cli import SEED, ArgumentParser, UserError, check_seeds, integer, number, resolve_device, run
+from cli import SEED, ArgumentParser, UserError, check_seeds, integer, number, resolve_device, run, seed_list
 from files import save_png
 from grids import grid_image
 from latent_directions import (attribute_vector, check_name, check_seed, default_latent_dir, first_layer_weight,
@@ -62,16 +62,6 @@ def edit_strip(G, z, vector, strength, steps, device):
 
 
 # ---------------------------------------------------------------------------------------------- command line
-
-def parse_seeds(text):
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--seeds {text!r} should be whole numbers separated by commas, e.g. 0,1,2") from None
-    if not seeds:
-        raise UserError("--seeds needs at least one seed, e.g. 0,1,2")
-    return [check_seed(s, "--seeds") for s in seeds]
-
 
 def read_labels(path):
     """A `seed,label` CSV (label 1 = has the attribute, 0 = lacks it; a header line is allowed) -> {seed: 0/1}."""
@@ -124,7 +114,7 @@ def add_sefa_options(s):
     s.add_argument("--k", type=integer(1), default=8, help="how many directions, at most nz (default 8)")
     s.add_argument("--alpha", type=SCALE, default=3.0, help="figure: steps from -alpha to +alpha (default 3)")
     s.add_argument("--steps", type=STEPS, default=7, help="figure: columns per seed, odd (default 7)")
-    s.add_argument("--seeds", default=SEFA_SEEDS, help=f"figure: seeds to edit (default {SEFA_SEEDS})")
+    s.add_argument("--seeds", type=seed_list, default=SEFA_SEEDS, help=f"figure: seeds to edit (default {SEFA_SEEDS})")
 
 
 def add_attribute_options(s):
@@ -156,7 +146,7 @@ def add_edit_options(s):
 def cmd_sefa(args, G, folder, device):
     if args.k > G.nz:
         raise UserError(f"--k must be from 1 to nz={G.nz}, not {args.k}")
-    seeds = parse_seeds(args.seeds)
+    seeds = args.seeds
     if args.k * len(seeds) * args.steps > FIGURE_MAX_FACES:
         raise UserError(f"--k {args.k} x {len(seeds)} seeds x --steps {args.steps} is over the figure's "
                         f"{FIGURE_MAX_FACES} faces: lower one of them")

@@ -17,17 +17,16 @@ photo is refused (one line, exit status 2), before it trains and again before it
 Writes into --out: table.md (also printed), protocol.json, samples.png (the last grid of each config's first
 seed, side by side) and losses.png.
 """
-import argparse
 import signal
 from pathlib import Path
 
 import numpy as np
 
-from cli import SEED, ArgumentParser, UserError, integer, resolve_device, run
-from comparison import (exit_if_failed, images_seen, markdown_table, parse_with_extra, plot, read_run, run_config,
-                        run_names, sample_sheet, stop_on_sigterm, train_one)
+from cli import ArgumentParser, UserError, integer, resolve_device, run, seed_list
+from comparison import (EPOCHS_WITHOUT_END, exit_if_failed, images_seen, markdown_table, parse_with_extra, plot,
+                        read_run, run_config, run_names, sample_sheet, stop_on_sigterm, train_one)
 from fid import FID_N_MAX
-from files import atomic_path, write_json
+from files import write_json, write_text
 from heldout import (SETS, check_trained_apart, ensure_split, fid_against, held_out, reference_stats, split_dir,
                      steps_for_images)
 from inception import load_inception
@@ -35,16 +34,7 @@ from runs import checkpoint_dir
 from settings import parse_settings
 
 REPO = Path(__file__).resolve().parent
-EPOCHS = 100_000  # what train_one asks for: the budget in iterations ends every run first
 BUDGET_FREE = ["--max-steps", "0", "--max-minutes", "0"]  # a config's own budget gives way to the protocol's
-
-
-def seed_list(text):
-    """--seeds 0,1,2 -> [0, 1, 2]: each a valid seed, none twice (two runs of one seed would be one run)."""
-    seeds = [SEED(part.strip()) for part in text.split(",")]
-    if len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"a seed is given twice in {text!r}")
-    return seeds
 
 
 def build_parser():
@@ -72,8 +62,8 @@ def plan_runs(args, held, split, extra):
             name = next(names)
             flags = ["--data", str(split), "--res", str(held.pset.res), "--seed", str(seed), *extra]
             # Parsed as train.py will parse them: the budget flags train_one adds, then these, the user's last.
-            cfg, _ = parse_settings(["--config", config, "--epochs", str(EPOCHS), *BUDGET_FREE, *flags], "")
-            wanted = {"res": held.pset.res, "seed": seed, "epochs": EPOCHS, "max_steps": 0, "max_minutes": 0,
+            cfg, _ = parse_settings(["--config", config, "--epochs", str(EPOCHS_WITHOUT_END), *BUDGET_FREE, *flags], "")
+            wanted = {"res": held.pset.res, "seed": seed, "epochs": EPOCHS_WITHOUT_END, "max_steps": 0, "max_minutes": 0,
                       "run": "", "resume": ""}
             for key, value in wanted.items():
                 if cfg[key] != value:
@@ -137,8 +127,7 @@ def write_outputs(out, args, held, split, results):
         lines.append(row)
         summaries.append(summed)
     text = markdown_table(header, lines)
-    with atomic_path(out / "table.md") as tmp:
-        tmp.write_text(text + "\n")
+    write_text(out / "table.md", text + "\n")
     write_json(out / "protocol.json", {
         "set": held.pset.name, "images": args.images, "fid_n": args.fid_n, "seeds": args.seeds,
         "train": {"data": str(split), "photos": len(held.train_names), "source": str(held.source)},

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import torch
 
-from files import atomic_path
+from files import write_text
 from runs import loss_rows, read_metrics
 
 GRID_NAME = re.compile(r"(epoch|step)_(\d+)\.png")  # train.py's samples/epoch_NNN.png and step_NNNNNN.png
@@ -86,8 +86,7 @@ def write_report(out_dir, env=None):
         config=table({key: shown(value) for key, value in config.items()})
         or '<p class="muted">no config.json</p>')
     path = out_dir / "report.html"
-    with atomic_path(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    write_text(path, page)
     return path
 
 
