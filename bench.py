@@ -1,15 +1,18 @@
 """Time DCGAN training iterations: FakeFaceGen's loop against the textbook loop, in one process, on one device.
 
     python bench.py                          # 64 and 128 px, batch 128, ngf = ndf = 64, on the default device
+    python bench.py --device cuda --steps 30 --warmup 10 --batch 64 128 256 512   # a batch sweep on a GPU
     python bench.py --res 64 --steps 10 --repeats 5 --device cpu --json bench.json
 
 The textbook loop (the PyTorch DCGAN example): float images from a DataLoader whose workers normalise
 them, default memory format, fp32, `.item()` on the losses every step. FakeFaceGen's loop: uint8 data
 kept on the device and drawn by index, scaling on the device, the speed options that `auto` picks on this
-device, and no host sync. Rows "fakefacegen ..." with an option switched show what each option is worth.
-Each figure is the median over --repeats timings of --steps iterations, after --warmup iterations; the
-loops are timed in turns, so a busy machine slows them alike. Peak RSS is the whole process's (and its
-loader workers') while that loop ran, so it includes what earlier loops left allocated.
+device (on CUDA: the iteration replayed as a CUDA graph), and no host sync. Rows "fakefacegen ..." with an
+option switched show what each option is worth, so that `auto` can be checked against them. Each figure is
+the median over --repeats timings of --steps iterations, after --warmup iterations (at least enough for the
+CUDA graph to be captured, so no row times a capture); the loops are timed in turns, so a busy machine slows
+them alike. Peak RSS is the whole process's (and its loader workers') while that loop ran, so it includes what
+earlier loops left allocated. The last line projects the auto row's speed onto 25 epochs of all of CelebA.
 """
 import os
 import statistics
@@ -23,12 +26,16 @@ import torch.nn.functional as F
 import dataloader
 from checkpoint import TrainState, make_optimizer
 from cli import ArgumentParser, integer, resolve_device, run
+from cuda_graphs import WARMUP
 from distributed import Distributed
 from files import write_json
 from network import RESOLUTIONS, models_from_config
 from settings import BATCH_SIZE, DEFAULTS, WIDTH, WORKERS
 from toyfaces import toyfaces
-from training_step import TrainingStep, native_bf16, speed_settings, use_tf32
+from training_step import TrainingStep, describe_speed, native_bf16, speed_settings, use_tf32
+
+CELEBA_IMAGES = 202_599 * 25  # 25 epochs of all of CelebA, for the projection
+BATCHES_PER_EPOCH = 16  # the loaders start a new pass this often, as a run does at each epoch
 
 
 class NormalisedImages(torch.utils.data.Dataset):
@@ -129,7 +136,7 @@ def naive_runner(cfg, images, device, workers):
 
 
 class ArrayImages:
-    """In-memory uint8 images behind dataloader.batch_loader, as a packed dataset would be."""
+    """In-memory uint8 images behind dataloader.BatchLoader, as a packed dataset would be."""
 
     def __init__(self, images):
         self.images = images
@@ -142,12 +149,13 @@ class ArrayImages:
 
 
 def fast_runner(cfg, images, device, options, workers=2):
-    """FakeFaceGen's loop as train.py runs it (the same TrainingStep), with `options` overriding the speed
-    settings; returns (a function that runs one iteration, the speed settings it resolved to)."""
+    """FakeFaceGen's loop as train.py runs it (the same TrainingStep and loaders), with `options` overriding
+    the speed settings; returns (a function that runs one iteration, the speed settings it resolved to)."""
     cfg = {**cfg, **options}
     step = TrainingStep(TrainState(cfg, device), Distributed(str(device)))
     on_device = cfg["data_on_device"] == "on"
     device_images = torch.from_numpy(images).to(device) if on_device else None
+    loader = None if on_device else dataloader.BatchLoader(ArrayImages(images), workers)
     batches, epoch = iter(()), 0
 
     def one_iteration():
@@ -156,7 +164,7 @@ def fast_runner(cfg, images, device, options, workers=2):
         if batch is None:
             order = dataloader.epoch_batches(len(images), cfg["batch_size"], 0, epoch)
             epoch += 1
-            batches = iter(dataloader.epoch_loader(ArrayImages(images), device_images, order, workers))
+            batches = iter(dataloader.epoch_loader(device_images, loader, order))
             batch = next(batches)
         step([batch[0]])
     return one_iteration, step.speed
@@ -164,8 +172,11 @@ def fast_runner(cfg, images, device, options, workers=2):
 
 def variants(device):
     """(label, options) for FakeFaceGen's loop: the defaults of this device, then each option switched."""
-    auto = speed_settings({"channels_last": "auto", "amp": "auto"}, device)
-    rows = [("fakefacegen (auto settings)", {})]
+    auto = speed_settings(DEFAULTS, device)
+    rows = [(f"fakefacegen ({describe_speed(auto)})", {})]
+    if auto["cuda_graph"]:  # and what `auto` picks without it: eager steps
+        eager = speed_settings({**DEFAULTS, "cuda_graph": "off"}, device)
+        rows.append((f"  cuda graph off ({describe_speed(eager)})", {"cuda_graph": "off"}))
     rows.append((f"  channels_last {'off' if auto['channels_last'] else 'on'}",
                  {"channels_last": "off" if auto["channels_last"] else "on"}))
     if auto["amp"] or native_bf16(device):  # without native bf16 (AVX2 CPUs, older GPUs) it is emulated: slow
@@ -178,7 +189,8 @@ def build_parser():
     p = ArgumentParser(description=__doc__)
     p.add_argument("--res", type=int, nargs="+", choices=RESOLUTIONS, default=[64, 128],
                    help="resolutions (default 64 128)")
-    p.add_argument("--batch", type=BATCH_SIZE, default=128, help="batch size (default 128)")
+    p.add_argument("--batch", type=BATCH_SIZE, nargs="+", default=[128], help="batch sizes (default 128; several "
+                   "give a sweep)")
     p.add_argument("--width", type=WIDTH, default=64, help="ngf = ndf (default 64)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--steps", type=integer(1, 10_000), default=5, help="iterations per timing (default 5)")
@@ -194,30 +206,42 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
     use_tf32(device)  # for the textbook loop too: both run under the same settings
+    warmup = max(args.warmup, WARMUP + 1) if device.type == "cuda" else args.warmup
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; batch {args.batch}, ngf = ndf = {args.width}; "
-          f"median of {args.repeats} x {args.steps} iterations after {args.warmup} warm-up")
+    print(f"device: {name}; torch {torch.__version__}; ngf = ndf = {args.width}; "
+          f"median of {args.repeats} x {args.steps} iterations after {warmup} warm-up")
     results = []
     for res in args.res:
-        cfg = {**DEFAULTS, "res": res, "batch_size": args.batch, "ngf": args.width, "ndf": args.width,
-               "data_on_device": "on"}
-        images = toyfaces(range(args.batch * 4), res)[0]
-        steps = {"textbook loop": naive_runner(cfg, images, device, args.workers)}
-        steps.update({label: fast_runner(cfg, images, device, options, args.workers)[0]
-                      for label, options in variants(device)})
-        print(f"\n{res} px {'':20s} {'images/s':>10} {'ms/step':>9} {'peak RSS MB':>12} {'peak CUDA MB':>13} "
-              f"{'vs textbook':>12}", flush=True)
-        figures = time_rows(steps, args.steps, args.warmup, args.repeats, args.batch, device)
-        baseline = figures["textbook loop"]["images_per_s"]
-        for label, row in figures.items():
-            row.update(res=res, loop=label.strip(), ratio=row["images_per_s"] / baseline)
-            results.append(row)
-            cuda = f"{row['peak_cuda_mb']:.0f}" if row["peak_cuda_mb"] is not None else "-"
-            print(f"{label:28s} {row['images_per_s']:10.1f} {row['ms_per_step']:9.1f} {row['peak_rss_mb']:12.0f} "
-                  f"{cuda:>13} {row['ratio']:11.2f}x", flush=True)
-    write_json(args.json, {"device": name, "torch": torch.__version__, "batch": args.batch, "width": args.width,
-                           "results": results})
-    print(f"\nwrote {args.json}")
+        for batch in args.batch:
+            results += bench_size(res, batch, args, device, warmup)
+    auto = max((row for row in results if row["loop"].startswith("fakefacegen (")), key=lambda r: r["images_per_s"])
+    print(f"\n25 epochs of all of CelebA ({CELEBA_IMAGES:,} images) at {auto['res']} px, batch {auto['batch']}: "
+          f"{CELEBA_IMAGES / auto['images_per_s'] / 60:.1f} minutes of training at the fastest auto row's "
+          f"{auto['images_per_s']:,.0f} img/s")
+    write_json(args.json, {"device": name, "torch": torch.__version__, "width": args.width, "results": results})
+    print(f"wrote {args.json}")
+
+
+def bench_size(res, batch, args, device, warmup):
+    """The table of one resolution and batch size: each loop's row, printed as it is measured."""
+    cfg = {**DEFAULTS, "res": res, "batch_size": batch, "ngf": args.width, "ndf": args.width, "data_on_device": "on"}
+    images = toyfaces(range(batch * BATCHES_PER_EPOCH), res)[0]
+    steps = {"textbook loop": naive_runner(cfg, images, device, args.workers)}
+    steps.update({label: fast_runner(cfg, images, device, options, args.workers)[0]
+                  for label, options in variants(device)})
+    label_width = max(len(label) for label in steps) + 1
+    print(f"\n{f'{res} px, batch {batch}':{label_width}s} {'images/s':>10} {'ms/step':>9} {'peak RSS MB':>12} "
+          f"{'peak CUDA MB':>13} {'vs textbook':>12}", flush=True)
+    figures = time_rows(steps, args.steps, warmup, args.repeats, batch, device)
+    baseline = figures["textbook loop"]["images_per_s"]
+    rows = []
+    for label, row in figures.items():
+        row.update(res=res, batch=batch, loop=label.strip(), ratio=row["images_per_s"] / baseline)
+        rows.append(row)
+        cuda = f"{row['peak_cuda_mb']:.0f}" if row["peak_cuda_mb"] is not None else "-"
+        print(f"{label:{label_width}s} {row['images_per_s']:10.1f} {row['ms_per_step']:9.1f} "
+              f"{row['peak_rss_mb']:12.0f} {cuda:>13} {row['ratio']:11.2f}x", flush=True)
+    return rows
 
 
 if __name__ == "__main__":

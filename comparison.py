@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from cli import UserError
 from files import save_png
-from plots import plt, save_figure, smooth
+from plots import save_figure, subplots, smooth
 from runs import checkpoint_dir, loss_rows, output_dir, read_metrics
 
 PR_SET_PDEATHSIG = 1  # from Linux's <sys/prctl.h>
@@ -98,7 +98,7 @@ def images_seen(config, rows):
 def plot(results, path):
     """Each run's smoothed D and G losses against training time and, where measured, its final FID."""
     with_fid = [r for r in results if r["fid"] is not None]
-    fig, axes = plt.subplots(1, 3 if with_fid else 2, figsize=(15 if with_fid else 10, 4), dpi=100)
+    fig, axes = subplots(1, 3 if with_fid else 2, figsize=(15 if with_fid else 10, 4), dpi=100)
     for r in results:
         minutes = [float(row["elapsed_s"]) / 60 for row in r["rows"]]
         for ax, key in zip(axes, ("loss_d", "loss_g")):

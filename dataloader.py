@@ -107,10 +107,35 @@ def epoch_batches(size, batch_size, seed, epoch):
     return [order[i:i + batch_size].tolist() for i in range(0, size - batch_size + 1, batch_size)]
 
 
-def batch_loader(dataset, batches, workers):
-    """Yield (uint8 batch, skipped count) for each list of indices, decoded in `workers` processes."""
-    return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
-                                       pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None)
+class EpochOrder(torch.utils.data.Sampler):
+    """The lists of indices the loader reads next: set anew for each pass, so that one loader and its worker
+    processes serve every epoch."""
+
+    def __init__(self):
+        self.batches = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+
+class BatchLoader:
+    """(uint8 batch, skipped count) for each list of indices, decoded in `workers` processes that stay up for
+    the whole run: starting them at every epoch cost more than a short epoch's loading. Batches come in
+    pinned memory when there is a GPU to copy them to, 4 per worker read ahead."""
+
+    def __init__(self, dataset, workers):
+        self.order = EpochOrder()
+        self.loader = torch.utils.data.DataLoader(
+            dataset, sampler=self.order, batch_size=None, num_workers=workers, pin_memory=torch.cuda.is_available(),
+            prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
+
+    def __call__(self, batches):
+        """An iterator over these batches; a pass left unfinished is dropped by the next call."""
+        self.order.batches = batches
+        return iter(self.loader)
 
 
 def dataset_bytes(dataset):
@@ -147,12 +172,12 @@ def device_batches(images, batches):
         yield images[rows], 0
 
 
-def epoch_loader(dataset, device_images, batches, workers):
+def epoch_loader(device_images, loader, batches):
     """uint8 batches for the lists of indices `batches`: by index from device_images when the data is on the
-    device, else decoded by `workers` loader processes. Yields (batch, skipped)."""
+    device, else from the BatchLoader `loader`. Yields (batch, skipped)."""
     if device_images is not None:
         return device_batches(device_images, batches)
-    return batch_loader(dataset, batches, workers)
+    return loader(batches)
 
 
 def to_model_input(batch, device, flip_mask=None):

@@ -6,6 +6,7 @@ import errno
 import glob
 import json
 import os
+import threading
 from pathlib import Path
 
 from cli import UserError
@@ -137,3 +138,34 @@ def save_png(image, path):
     """A PIL image as a PNG, atomically."""
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
+
+
+class BackgroundWriter:
+    """Runs writing jobs in a background thread, one at a time, so that training goes on while a save's files
+    reach the disk: a job waits for the one before it, so a file never has two writers. A job that fails
+    raises its error at the next submit() or at close(); each file it writes should be atomic, so a kill
+    mid-job leaves every file whole, old or new."""
+
+    def __init__(self):
+        self.thread, self.error = None, None
+
+    def submit(self, job, *args):
+        """Run job(*args) in the background, once the job before it is done."""
+        self.close()
+        self.thread = threading.Thread(target=self._run, args=(job, *args), name="background writer")
+        self.thread.start()  # not a daemon: Python waits for it before exiting
+
+    def _run(self, job, *args):
+        try:
+            job(*args)
+        except BaseException as err:  # handed to the thread that submits, which reports it
+            self.error = err
+
+    def close(self):
+        """Wait for the job in flight; raise its error, if it had one."""
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error

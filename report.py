@@ -69,11 +69,12 @@ if (data) {
 """)
 
 
-def write_report(out_dir, env=None):
+def write_report(out_dir, env=None, rows=None):
     """Write out_dir/report.html (atomically) from what the run folder holds now: samples/*.png, loss.png,
-    fid.png, metrics.csv, config.json; `env`: the rows of the environment table (see environment())."""
+    fid.png, metrics.csv, config.json; `env`: the rows of the environment table (see environment()); `rows`:
+    metrics.csv's rows, where the caller has them (train.py does, and appends to the file meanwhile)."""
     out_dir = Path(out_dir)
-    rows = read_metrics(out_dir / "metrics.csv")
+    rows = read_metrics(out_dir / "metrics.csv") if rows is None else rows
     config_path = out_dir / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
     page = PAGE.substitute(

@@ -58,7 +58,8 @@ def find_resume_checkpoint(resume, cfg, run_given):
 
 
 class MetricsLog:
-    """metrics.csv, one line per --log-every iterations; on resume, lines past the checkpoint are dropped."""
+    """metrics.csv, one line per --log-every iterations; on resume, lines past the checkpoint are dropped.
+    Its rows are also kept in memory, as strings the way the file reads back, for the plots and the report."""
 
     COLUMNS = ("step", "epoch") + METRICS + ("images_per_s", "elapsed_s", "fid")
 
@@ -75,13 +76,16 @@ class MetricsLog:
                 writer.writerows(rows)
         losses = loss_rows(rows)
         self.elapsed = float(losses[-1]["elapsed_s"]) if losses else 0.0
+        self.rows = rows
 
     def append(self, row):
         with user_fixable_errors(self.path), self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.COLUMNS).writerow(row)
+        self.rows.append({column: str(row[column]) if column in row else "" for column in self.COLUMNS})
 
     def read(self):
-        return read_metrics(self.path)
+        """The rows so far (a copy: a save's background job reads it while the run appends)."""
+        return list(self.rows)
 
 
 def loss_rows(rows):

@@ -35,7 +35,7 @@ DEFAULTS = {
     "seed": 0, "device": "auto", "run": "", "resume": "",
     "log_every": 10, "ckpt_minutes": 10.0, "ckpt_every": 5, "recal_samples": 4096, "max_minutes": 0.0,
     "fid_every": 0, "fid_n": 5000, "fid_real": "",
-    "data_on_device": "auto", "channels_last": "auto", "amp": "auto", "tensorboard": False,
+    "data_on_device": "auto", "channels_last": "auto", "amp": "auto", "cuda_graph": "auto", "tensorboard": False,
 }
 
 
@@ -119,8 +119,10 @@ def add_speed_flags(add):
         "draw batches by index (auto: when it takes under half the free memory)")
     add("--channels-last", choices=("auto", "on", "off"),
         help="NHWC memory format (auto: on for CUDA and AVX-512 CPUs)")
-    add("--amp", choices=("auto", "bf16", "off"), help="bf16 autocast, losses in fp32 "
-        "(auto: on for AVX-512 CPUs, where it measured 1.6x faster; off elsewhere)")
+    add("--amp", choices=("auto", "bf16", "off"), help="bf16 autocast, losses in fp32 (auto: on for AVX-512 CPUs, "
+        "and for CUDA GPUs with native bf16 when the iteration is a CUDA graph; off elsewhere)")
+    add("--cuda-graph", choices=("auto", "on", "off"), help="record the whole iteration once as a CUDA graph and "
+        "replay it (auto: on for CUDA, except under torchrun; off: every kernel launched from Python)")
 
 
 def build_parser(description):

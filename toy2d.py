@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import losses
 from cli import ArgumentParser, UserError, run
-from plots import plt, save_figure
+from plots import save_figure, subplots
 from training_step import d_update
 
 MODES = 8
@@ -115,7 +115,7 @@ def train_method(method, dataset, steps, seed, batch=256, nz=8):
 
 def plot_method(method, results, seed, path):
     datasets = list(results)
-    fig, axes = plt.subplots(len(datasets), SNAPSHOTS, figsize=(3 * SNAPSHOTS, 3 * len(datasets)), dpi=90,
+    fig, axes = subplots(len(datasets), SNAPSHOTS, figsize=(3 * SNAPSHOTS, 3 * len(datasets)), dpi=90,
                              squeeze=False)
     for row, dataset in enumerate(datasets):
         real = sample_real(dataset, 1000, torch.Generator().manual_seed(seed + 1)).numpy()
@@ -135,7 +135,7 @@ def plot_method(method, results, seed, path):
 
 def plot_modes(all_results, path):
     datasets = list(next(iter(all_results.values())))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.5), dpi=90, squeeze=False)
+    fig, axes = subplots(1, len(datasets), figsize=(5 * len(datasets), 3.5), dpi=90, squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         for method, results in all_results.items():
             steps, modes = zip(*results[dataset][1])

@@ -13,10 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 import dataloader
-from checkpoint import CheckpointWriter, TrainState, load_training_checkpoint
+from checkpoint import TrainState, cpu_copy, load_training_checkpoint, save_checkpoint
 from cli import UserError, run
 from distributed import Distributed
-from files import save_png, write_json
+from files import BackgroundWriter, save_png, write_json
 from fid_sources import FidMeter
 from plots import plot_fid, plot_losses
 from report import environment, write_report
@@ -26,7 +26,7 @@ from sampling import render
 from settings import parse_settings, settings_from_checkpoint
 from toyfaces import TOYFACES
 from tensorboard_log import TensorBoardLog
-from training_step import TrainingStep
+from training_step import TrainingStep, check_speed_flags, describe_speed
 
 
 def main(argv=None):
@@ -42,14 +42,17 @@ def train(cfg, given, world):
     """Start or resume a run, then train epoch by epoch, saving at each epoch's end and when asked to stop."""
     state, resumed = start_state(cfg, given, world)
     cfg = state.cfg
+    check_speed_flags(cfg, world.device)
     data = TrainingData(cfg, world)
-    outputs = Outputs(cfg, world, resume_step=state.step if resumed else None)
     step = TrainingStep(state, world, planned_iterations(cfg, data))
+    outputs = Outputs(cfg, world, resume_step=state.step if resumed else None)
     clock, stop = Clock(outputs.log.elapsed if outputs.log else 0.0), StopRequest()
     if world.main:
         print(f"{data.description}; run {cfg['run']} on {world.device}"
               + (f" x {world.size} processes" if world.size > 1 else "")
-              + f"; outputs in {outputs.out_dir}/, checkpoints in {outputs.ckpt_dir}/")
+              + f" ({describe_speed(step.speed)}); outputs in {outputs.out_dir}/, checkpoints in {outputs.ckpt_dir}/")
+        if step.speed["cuda_graph_off"]:
+            print(f"CUDA graph: {step.speed['cuda_graph_off']}")
     budget_spent = world.any(budget_reached(state, clock))  # rank 0 alone knows the minutes trained before
     if budget_spent and world.main:
         print(f"{cfg['run']} is already at iteration {state.step} ({clock.minutes():.1f} training minutes): "
@@ -121,6 +124,7 @@ class TrainingData:
         if world.main and cfg["data"] == TOYFACES:
             print("training on the built-in toy faces (--data PATH trains on real images)")
         self.device_images = dataloader.load_to_device(self.dataset, world.device) if on_device else None
+        self.loader = None if on_device else dataloader.BatchLoader(self.dataset, cfg["workers"])
         where = "on the device" if on_device else f"through {cfg['workers']} loader workers"
         self.description = f"{self.dataset.description}, read {where}"
         self.skipped = 0
@@ -131,7 +135,7 @@ class TrainingData:
         batches = [self.world.shard(b) for b in
                    dataloader.epoch_batches(len(self.dataset), cfg["batch_size"], cfg["seed"], epoch)]
         end = len(batches) // cfg["d_steps"] * cfg["d_steps"]  # a last partial group is dropped
-        loader = iter(dataloader.epoch_loader(self.dataset, self.device_images, batches[start:end], cfg["workers"]))
+        loader = iter(dataloader.epoch_loader(self.device_images, self.loader, batches[start:end]))
         return end // cfg["d_steps"], self.groups(loader, (end - start) // cfg["d_steps"])
 
     def groups(self, loader, count):
@@ -205,13 +209,17 @@ def checked_means(window, step, ckpt_dir):
     return values
 
 
+FIGURE_SECONDS = 10  # loss.png, fid.png and report.html are redrawn at most this often (and at every latest.pt)
+
+
 class Outputs:
     """A run's folders, its metrics.csv, report.html's environment and, with --fid-every and --tensorboard, its
-    FID meter and TensorBoard log; written by rank 0 alone."""
+    FID meter and TensorBoard log; written by rank 0 alone, in the background writer."""
 
     def __init__(self, cfg, world, resume_step):
         self.out_dir, self.ckpt_dir = output_dir(cfg["run"]), checkpoint_dir(cfg["run"])
-        self.log, self.fid_meter, self.tensorboard, self.writer = None, None, None, CheckpointWriter()
+        self.log, self.fid_meter, self.tensorboard, self.writer = None, None, None, BackgroundWriter()
+        self.figures_drawn = -float("inf")  # when the figures were last drawn (time.monotonic)
         if not world.main:
             return
         (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
@@ -227,34 +235,53 @@ class Outputs:
 def save(state, outputs, finished_epoch, write_latest):
     """At an epoch's end or a stop: the grid, the loss plot, FID and epoch_NNN.pt / best.pt when due, and
     latest.pt when asked. An epoch's end writes latest.pt only when --ckpt-minutes have passed (or at the run's
-    end): on a GPU an epoch can take seconds, and a checkpoint each time would cost more than the training."""
+    end): on a GPU an epoch can take seconds, and a checkpoint each time would cost more than the training.
+    What needs the device (G_eval, FID, the grid's pixels, a CPU copy of the state) is done here; the files
+    are written by the background writer while training goes on. The figures and the report, a few hundred ms
+    of drawing, are redrawn at most every FIGURE_SECONDS, and whenever latest.pt is written or FID measured:
+    a GPU's epochs can be shorter than that."""
     cfg, epoch, step = state.cfg, state.epoch, state.step
     names = ["latest.pt"] if write_latest else []
     if finished_epoch and cfg["ckpt_every"] and epoch % cfg["ckpt_every"] == 0:
         names.append(f"epoch_{epoch:03d}.pt")
     G_eval = state.eval_generator()
-    if outputs.fid_meter is not None and finished_epoch and epoch % cfg["fid_every"] == 0:
-        if measure_fid(state, outputs, G_eval):
-            names.append("best.pt")
-    if names:
-        outputs.writer.save([outputs.ckpt_dir / name for name in names], state.state_dict(G_eval))
-    grid_name = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:06d}.png"
+    fid_due = outputs.fid_meter is not None and finished_epoch and epoch % cfg["fid_every"] == 0
+    if fid_due and measure_fid(state, outputs, G_eval):
+        names.append("best.pt")
+    checkpoint = cpu_copy(state.state_dict(G_eval)) if names else None
     grid = grid_image(render(G_eval, state.fixed_noise, state.device))
-    save_png(grid, outputs.out_dir / "samples" / grid_name)
-    plot_losses(outputs.log.read(), outputs.out_dir / "loss.png")
-    if outputs.tensorboard:
-        outputs.tensorboard.grid(step, grid)
-    write_report(outputs.out_dir, outputs.env)  # last: it shows this save's grid and plots
+    grid_name = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:06d}.png"
+    rows = None  # no figures this time
+    if write_latest or fid_due or time.monotonic() - outputs.figures_drawn >= FIGURE_SECONDS:
+        rows, outputs.figures_drawn = outputs.log.read(), time.monotonic()
+    outputs.writer.submit(write_save, outputs, step, [outputs.ckpt_dir / name for name in names], checkpoint,
+                          grid, grid_name, rows)
     checkpoints = "".join(f", {outputs.ckpt_dir}/{name}" for name in names)
-    tqdm.write(f"iteration {step}, epoch {epoch if finished_epoch else epoch + 1}: saved "
+    tqdm.write(f"iteration {step}, epoch {epoch if finished_epoch else epoch + 1}: saving "
                f"{outputs.out_dir}/samples/{grid_name}{checkpoints}")
 
 
+def write_save(outputs, step, paths, checkpoint, grid, grid_name, rows):
+    """A save's files, in the background writer: the checkpoints first, then the grid and, with metrics.csv's
+    `rows`, the figures and last the report that shows them."""
+    if checkpoint is not None:
+        save_checkpoint(paths, checkpoint)
+    save_png(grid, outputs.out_dir / "samples" / grid_name)
+    if outputs.tensorboard:
+        outputs.tensorboard.grid(step, grid)
+    if rows is None:
+        return
+    plot_losses(rows, outputs.out_dir / "loss.png")
+    if any(row["fid"] for row in rows):
+        plot_fid(rows, outputs.out_dir / "fid.png")
+    write_report(outputs.out_dir, outputs.env, rows)
+
+
 def measure_fid(state, outputs, G_eval):
-    """FID into metrics.csv and fid.png; True (and state.best_fid updated) when it is the best so far."""
+    """FID into metrics.csv (fid.png follows with the save); True (and state.best_fid updated) when it is the
+    best so far."""
     fid = outputs.fid_meter(G_eval)
     outputs.log.append({"step": state.step, "epoch": state.epoch, "fid": f"{fid:.4f}"})
-    plot_fid(outputs.log.read(), outputs.out_dir / "fid.png")
     if outputs.tensorboard:
         outputs.tensorboard.fid(state.step, fid)
     tqdm.write(f"epoch {state.epoch}: FID {fid:.2f} ({state.cfg['fid_n']} samples; best before {state.best_fid:.2f})")

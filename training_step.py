@@ -5,9 +5,11 @@ import contextlib
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+import cuda_graphs
 import dataloader
 import diffaug
 import losses
+from cli import UserError
 
 
 def native_bf16(device):
@@ -19,15 +21,48 @@ def native_bf16(device):
     return device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
-def speed_settings(cfg, device):
-    """Resolve `auto` to what bench.py measured fastest on this kind of device. AVX-512 CPU: bf16 autocast and
-    channels_last (2.0x the textbook loop at 64 px). CUDA: channels_last in fp32 (H100, 64 px: 14.5k img/s,
-    against 11.8k with bf16 as well: an eager step there is bound by kernel launches, and autocast adds casts).
-    Elsewhere fp32 and the default layout."""
+def speed_settings(cfg, device, processes=1):
+    """Resolve `auto` to what was measured fastest on this kind of device (README: Speed).
+    CUDA: the iteration as a CUDA graph, channels_last, and bf16 autocast where the GPU has bf16 (H100, 64 px,
+    batch 128: 48.2k img/s, against 27.4k in fp32 and 14.5k for the best eager step). An eager CUDA step is
+    bound by kernel launches, and there autocast's casts made it slower (11.8k against 14.5k), so without the
+    graph `auto` keeps fp32. AVX-512 CPU: bf16 autocast and channels_last (2.2x the textbook loop at 64 px).
+    Elsewhere fp32, the default layout and no graph. `cuda_graph_off` says why the graph is off where it
+    was wanted."""
+    check_speed_flags(cfg, device)
+    blocker = cuda_graph_blocker(cfg, processes)
+    graph = cfg["cuda_graph"] in ("auto", "on") and device.type == "cuda" and blocker is None
     fast_cpu = device.type == "cpu" and native_bf16(device)  # oneDNN's fast bf16 kernels are NHWC
-    return {"channels_last": cfg["channels_last"] == "on"
+    return {"cuda_graph": graph,
+            "channels_last": cfg["channels_last"] == "on"
             or (cfg["channels_last"] == "auto" and (device.type == "cuda" or fast_cpu)),
-            "amp": cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and fast_cpu)}
+            "amp": cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and (fast_cpu or graph and native_bf16(device))),
+            "cuda_graph_off": blocker if cfg["cuda_graph"] != "off" and device.type == "cuda" else None}
+
+
+def check_speed_flags(cfg, device):
+    """A speed setting asked for that this device does not have is refused (train.py asks before loading data)."""
+    if cfg["cuda_graph"] == "on" and device.type != "cuda":
+        raise UserError(f"--cuda-graph on needs a CUDA GPU, and this run trains on {device.type}: use "
+                        "--cuda-graph auto (or off)")
+
+
+def cuda_graph_blocker(cfg, processes):
+    """Why this run's iterations cannot be one CUDA graph (None: they can)."""
+    if processes > 1:
+        return ("under torchrun each iteration runs eagerly: capturing DDP's all-reduce needs NCCL's "
+                "asynchronous error handling off and DDP built on a side stream, which this repo does not do")
+    if cfg["lr_schedule"] != "constant" and cfg["optim"] != "adam":
+        return (f"--lr-schedule {cfg['lr_schedule']} changes the learning rate every iteration, which a graph "
+                f"reads from a device tensor: fused Adam does, --optim {cfg['optim']} does not")
+    return None
+
+
+def describe_speed(speed):
+    """The speed settings in a few words, for the line a run starts with."""
+    parts = [name for name, on in (("CUDA graph", speed["cuda_graph"]), ("bf16 autocast", speed["amp"]),
+                                   ("channels_last", speed["channels_last"])) if on]
+    return ", ".join(parts) or "fp32"
 
 
 def use_tf32(device):
@@ -46,17 +81,35 @@ def prepare_models(G, D, speed):
 
 class TrainingStep:
     """The iteration train.py runs over a TrainState: uint8 batches in, weights updated, metrics summed into
-    state.log_window. Noise and flips draw from the state's generator, so a seed fixes them all."""
+    state.log_window. Noise and flips draw from the state's generator, so a seed fixes them all. On CUDA the
+    iteration is replayed as a CUDA graph (cuda_graphs.py) where the settings allow; the eager iteration is
+    the same code, and is what the graph records."""
 
     def __init__(self, state, world, planned_iterations=None):
         """planned_iterations: the run's length, which --lr-schedule linear decays over."""
         self.state, self.cfg, self.world, self.device = state, state.cfg, world, state.device
         self.planned_iterations = planned_iterations
-        self.speed = speed_settings(self.cfg, self.device)
+        self.speed = speed_settings(self.cfg, self.device, world.size)
         use_tf32(self.device)
         G, D = prepare_models(state.G, state.D, self.speed)
         self.G, self.D = world.wrap(G), world.wrap(D)
         self.memory_format = torch.channels_last if self.speed["channels_last"] else torch.contiguous_format
+        self.ema_weight = 0.0  # this iteration's weight of G in the EMA; a device tensor under a graph
+        self.graph = self.graphed_iteration(cuda_graphs.capture) if self.speed["cuda_graph"] else None
+
+    def graphed_iteration(self, capture):
+        """This step's iteration over static buffers, recorded by `capture` (tests pass a CPU stand-in).
+        What the eager loop passes as Python numbers each iteration moves into device tensors first: a
+        graph would replay the number it was recorded with."""
+        state, cfg = self.state, self.cfg
+        if cfg["lr_schedule"] != "constant":
+            for optimizer in (state.opt_g, state.opt_d):
+                for group in optimizer.param_groups:
+                    group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
+        self.ema_weight = torch.zeros((), device=self.device)
+        shape = (cfg["d_steps"], cfg["batch_size"] // self.world.size, cfg["res"], cfg["res"], 3)
+        return cuda_graphs.GraphedIteration(self.iteration, shape, self.device, [state.noise_generator],
+                                            [state.opt_g, state.opt_d], capture)
 
     def noise(self, n):
         """This rank's share of n latents: every rank draws all n and keeps its share, so the noise (and the
@@ -75,22 +128,46 @@ class TrainingStep:
     def __call__(self, uint8_batches):
         """One iteration on d_steps batches (empty ones, all undecodable, are left out); returns the number of
         real images used by all processes."""
-        real_batches = [self.model_input(images) for images in uint8_batches if len(images)]
-        if not real_batches:
+        batches = [images for images in uint8_batches if len(images)]
+        if not batches:
             return 0
+        self.set_schedules()
+        if self.graph is not None and self.graph.fits(batches):
+            self.graph(batches, kind=self.r1_updates())
+        else:
+            self.iteration(batches)
+        return sum(len(images) for images in batches) * self.world.size
+
+    def set_schedules(self):
+        """This iteration's learning rates (--lr-schedule) and EMA weight, where the iteration reads them."""
         state, cfg = self.state, self.cfg
         if cfg["lr_schedule"] != "constant":
             factor = lr_factor(cfg, state.step, self.planned_iterations)
             set_learning_rate(state.opt_g, cfg["lr_g"] * factor)
             set_learning_rate(state.opt_d, cfg["lr_d"] * factor)
+        if state.G_ema is not None:
+            weight = 1 - ema_decay(cfg, state.step * cfg["batch_size"])
+            if torch.is_tensor(self.ema_weight):
+                self.ema_weight.fill_(weight)
+            else:
+                self.ema_weight = weight
+
+    def r1_updates(self):
+        """Which of this iteration's D updates carry lazy R1: iterations differ in their kernels by this alone."""
+        cfg, first = self.cfg, self.state.step * self.cfg["d_steps"]
+        return tuple(bool(cfg["r1"]) and (first + i) % cfg["r1_every"] == 0 for i in range(cfg["d_steps"]))
+
+    def iteration(self, uint8_batches):
+        """The iteration itself, eager; under a graph, what the graph records."""
+        state, cfg = self.state, self.cfg
+        real_batches = [self.model_input(images) for images in uint8_batches]
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.speed["amp"]):
             metrics = train_iteration(self.G, self.D, state.opt_g, state.opt_d, real_batches, cfg, self.noise,
                                       state.noise_generator, fresh_fakes=self.world.size > 1,
                                       first_d_update=state.step * cfg["d_steps"])
         state.log_window += torch.cat([metrics, metrics.new_ones(1)])  # the last slot counts the iterations
         if state.G_ema is not None:
-            update_ema(state.G_ema, state.G, ema_decay(cfg, state.step * cfg["batch_size"]))
-        return sum(len(r) for r in real_batches) * self.world.size
+            update_ema(state.G_ema, state.G, self.ema_weight)
 
 
 def ema_decay(cfg, images_seen):
@@ -113,7 +190,10 @@ def lr_factor(cfg, step, planned):
 
 def set_learning_rate(optimizer, lr):
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr)  # in place: a CUDA graph reads the rate from this tensor
+        else:
+            group["lr"] = lr
 
 
 def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None, fresh_fakes=False, first_d_update=0):
@@ -145,6 +225,7 @@ def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
         opt_g.step()
+        torch.clear_autocast_cache()  # and those of G's weights: the next G update must see the new ones
     # D(x), D(G(z)): probabilities for bce; the raw critic scores for the other losses
     score = torch.sigmoid if cfg["loss"] == "bce" else torch.as_tensor
     return torch.stack([loss_d.detach(), loss_g.detach(),
@@ -166,6 +247,7 @@ def d_update(opt_d, critic, penalised, real, fake, cfg, generator=None, real_tar
     opt_d.zero_grad(set_to_none=True)
     loss.backward()
     opt_d.step()
+    torch.clear_autocast_cache()  # the bf16 copies autocast keeps of D's weights are stale now
     if cfg["loss"] == "wgan":
         losses.clip_weights([p for group in opt_d.param_groups for p in group["params"]], cfg["clip"])
     return loss, real_logits, fake_logits
@@ -187,7 +269,8 @@ def frozen(D):
 
 
 @torch.no_grad()
-def update_ema(G_ema, G, decay):
-    """G_ema <- decay * G_ema + (1 - decay) * G; BatchNorm statistics are re-estimated when sampling."""
+def update_ema(G_ema, G, weight):
+    """G_ema <- (1 - weight) * G_ema + weight * G, weight a number or a 0-dim tensor (1 - the decay);
+    BatchNorm statistics are re-estimated when sampling."""
     for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-        p_ema.lerp_(p, 1 - decay)
+        p_ema.lerp_(p, weight)

@@ -57,9 +57,12 @@ def test_spectral_norm_makes_each_layer_1_lipschitz():
 def test_ema_update_is_exact():
     a, b = Generator(32, 4, 4), Generator(32, 4, 4)
     before = [p.detach().clone() for p in a.parameters()]
-    update_ema(a, b, 0.9)
+    update_ema(a, b, 0.1)  # the weight of G: a decay of 0.9
     for old, new, target in zip(before, a.parameters(), b.parameters()):
         assert torch.allclose(new, 0.9 * old + 0.1 * target, atol=1e-7)
+    update_ema(a, b, torch.tensor(1.0))  # a 0-dim tensor, as a CUDA graph reads it: the weight 1 copies G
+    for new, target in zip(a.parameters(), b.parameters()):
+        assert torch.equal(new, target)
 
 
 def test_diffaug_transforms_are_consistent_and_differentiable():

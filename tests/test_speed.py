@@ -1,4 +1,5 @@
-"""The fast paths compute what the plain ones do; torchrun with gloo trains, stays in sync and resumes."""
+"""The fast paths compute what the plain ones do; torchrun with gloo trains, stays in sync and resumes; `auto`
+resolves as documented."""
 import csv
 import socket
 import subprocess
@@ -9,11 +10,12 @@ import torch
 
 import dataloader
 from bench import naive_iteration
-from conftest import REPO, TINY, run_script
+from conftest import REPO, TINY, assert_one_line_error, run_script
 from checkpoint import make_optimizer
+from cli import UserError
 from network import models_from_config
 from settings import DEFAULTS
-from training_step import native_bf16, speed_settings, train_iteration
+from training_step import d_update, native_bf16, speed_settings, train_iteration
 
 
 def losses_of(path):
@@ -25,10 +27,41 @@ def test_data_on_device_draws_the_same_batches_as_the_loader():
     dataset = dataloader.ToyFaces(64, 32, seed=5)
     batches = dataloader.epoch_batches(len(dataset), 16, seed=5, epoch=3)
     on_device = list(dataloader.device_batches(dataloader.load_to_device(dataset, torch.device("cpu")), batches))
-    through_loader = list(dataloader.batch_loader(dataset, batches, workers=1))
+    through_loader = list(dataloader.BatchLoader(dataset, workers=1)(batches))
     assert len(on_device) == len(through_loader) == 4
     for (a, _), (b, _) in zip(on_device, through_loader):
         assert torch.equal(a, b)
+
+
+def test_one_loader_serves_every_epoch_even_after_a_pass_left_unfinished():
+    """The workers stay up from epoch to epoch; a pass broken off (a save mid-epoch) leaves nothing behind
+    for the next one, which starts at the batch it is given."""
+    dataset = dataloader.ToyFaces(96, 32, seed=1)
+    loader = dataloader.BatchLoader(dataset, workers=2)
+    first = dataloader.epoch_batches(len(dataset), 8, seed=1, epoch=0)
+    started = loader(first)
+    assert torch.equal(next(started)[0], dataset[first[0]][0])  # then left with batches read ahead
+    for epoch, start in ((0, 5), (1, 0), (2, 3)):
+        batches = dataloader.epoch_batches(len(dataset), 8, seed=1, epoch=epoch)[start:]
+        got = [images for images, _ in loader(batches)]
+        assert len(got) == len(batches)
+        assert all(torch.equal(images, dataset[b][0]) for images, b in zip(got, batches))
+    assert len(loader.loader._iterator._workers) == 2  # the same two processes throughout
+
+
+def test_bf16_forwards_after_an_update_see_the_new_weights():
+    """Autocast keeps bf16 copies of weights for the rest of its region; after an optimiser step they are stale.
+    A second D update in the same iteration (--d-steps 2) must see D's new weights, as a fresh region does."""
+    cfg = {**DEFAULTS, "res": 32, "ngf": 8, "ndf": 8, "batch_size": 8}
+    G, D = models_from_config(cfg, "cpu")
+    opt_d = make_optimizer(D.parameters(), cfg, 1e-2)
+    real, fake = torch.rand(8, 3, 32, 32) * 2 - 1, G(torch.randn(8, 100)).detach()
+    with torch.autocast("cpu", torch.bfloat16):
+        d_update(opt_d, D, D, real, fake, cfg)
+        inside = D(real).float()
+    with torch.autocast("cpu", torch.bfloat16):
+        fresh = D(real).float()
+    assert torch.equal(inside, fresh)
 
 
 def test_training_on_device_equals_training_through_the_loader(tmp_path):
@@ -82,19 +115,43 @@ def test_two_processes_with_gloo_train_in_sync_and_resume(tmp_path):
     assert ckpt["step"] == 7 and ckpt["config"]["batch_size"] == 16  # the global batch, 8 per process
 
 
-@pytest.mark.parametrize("device, capability, expected", [
-    ("cpu", "AVX512", {"channels_last": True, "amp": True}),   # oneDNN's bf16 kernels: 2.0x (bench.py)
-    ("cpu", "AVX2", {"channels_last": False, "amp": False}),   # emulated bf16: 18x slower
-    ("cuda", (9, 0), {"channels_last": True, "amp": False}),   # H100: fp32 NHWC beat bf16 in eager steps
-    ("cuda", (7, 5), {"channels_last": True, "amp": False}),   # T4: no native bf16 at all
+@pytest.mark.parametrize("device, capability, processes, expected", [
+    # AVX-512 CPU: oneDNN's bf16 kernels, 2.2x (bench.py); AVX2: emulated bf16, 18x slower
+    ("cpu", "AVX512", 1, {"cuda_graph": False, "channels_last": True, "amp": True}),
+    ("cpu", "AVX2", 1, {"cuda_graph": False, "channels_last": False, "amp": False}),
+    # H100: the graph with bf16 48.2k img/s against 27.4k in fp32; eager, bf16 was slower (11.8k against 14.5k)
+    ("cuda", (9, 0), 1, {"cuda_graph": True, "channels_last": True, "amp": True}),
+    ("cuda", (9, 0), 2, {"cuda_graph": False, "channels_last": True, "amp": False}),  # torchrun: eager
+    ("cuda", (7, 5), 1, {"cuda_graph": True, "channels_last": True, "amp": False}),  # T4: no native bf16
+    ("mps", None, 1, {"cuda_graph": False, "channels_last": False, "amp": False}),
 ])
-def test_auto_speed_settings_resolve_as_documented(monkeypatch, device, capability, expected):
+def test_auto_speed_settings_resolve_as_documented(monkeypatch, device, capability, processes, expected):
     if device == "cpu":
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     else:
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    auto = {"channels_last": "auto", "amp": "auto"}
-    assert speed_settings(auto, torch.device(device)) == expected
+    speed = speed_settings(DEFAULTS, torch.device(device), processes)
+    assert {key: speed[key] for key in expected} == expected
+    assert (speed["cuda_graph_off"] is not None) == (device == "cuda" and processes > 1)
     assert native_bf16(torch.device(device)) == (capability in ("AVX512", (9, 0)))
-    assert speed_settings({"channels_last": "off", "amp": "bf16"}, torch.device(device)) == \
-        {"channels_last": False, "amp": True}  # what is asked for is what runs
+    asked = speed_settings({**DEFAULTS, "channels_last": "off", "amp": "bf16", "cuda_graph": "off"},
+                           torch.device(device))
+    assert {key: asked[key] for key in expected} == {"cuda_graph": False, "channels_last": False, "amp": True}
+    assert asked["cuda_graph_off"] is None  # asked for: nothing to explain
+
+
+def test_what_a_graph_cannot_capture_runs_eagerly_and_says_why(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    cuda = torch.device("cuda")
+    speed = speed_settings({**DEFAULTS, "lr_schedule": "linear", "optim": "sgd"}, cuda)
+    assert not speed["cuda_graph"] and "--optim sgd" in speed["cuda_graph_off"]
+    assert not speed["amp"]  # without the graph, auto keeps fp32 on CUDA
+    assert speed_settings({**DEFAULTS, "lr_schedule": "linear"}, cuda)["cuda_graph"]  # fused Adam reads a tensor
+    with pytest.raises(UserError, match="needs a CUDA GPU"):
+        speed_settings({**DEFAULTS, "cuda_graph": "on"}, torch.device("cpu"))
+
+
+def test_cuda_graph_on_without_a_gpu_is_one_line_before_anything_is_written(tmp_path):
+    result = run_script("train.py", *TINY, "--cuda-graph", "on", "--max-steps", "1", cwd=tmp_path, check=False)
+    assert_one_line_error(result, "--cuda-graph on", "CUDA")
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "checkpoints").exists()

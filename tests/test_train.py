@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import train
-from checkpoint import CheckpointWriter, TrainState
+from checkpoint import TrainState, cpu_copy, save_checkpoint
 from cli import UserError
 from conftest import REPO, TINY, assert_one_line_error, run_script
+from files import BackgroundWriter
 from inception import load_inception
 from network import Generator, init_dcgan
 from runs import MetricsLog
@@ -178,22 +179,54 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
 
 
 def test_checkpoint_writer_saves_the_state_of_the_moment_and_reports_errors(tmp_path):
-    """The background writer copies the state when asked: changes made while it writes are not in the file;
-    a failed write is raised at the next save or at close(), and a file is never half written."""
+    """The save copies the state when asked (cpu_copy): changes made while the background writer writes are not
+    in the file; a failed write is raised at the next save or at close(), and a file is never half written."""
     weights = torch.zeros(1_000_000)
-    writer = CheckpointWriter()
-    writer.save([tmp_path / "a.pt", tmp_path / "b.pt"], {"w": weights, "nested": [{"x": weights[:3]}], "step": 1})
+    writer = BackgroundWriter()
+    snapshot = cpu_copy({"w": weights, "nested": [{"x": weights[:3]}], "step": 1})
+    writer.submit(save_checkpoint, [tmp_path / "a.pt", tmp_path / "b.pt"], snapshot)
     weights.add_(1)  # training goes on in place while the file is written
     writer.close()
     for name in ("a.pt", "b.pt"):
         saved = load(tmp_path / name)
         assert saved["step"] == 1 and saved["w"].abs().max() == 0 and saved["nested"][0]["x"].tolist() == [0, 0, 0]
     (tmp_path / "file").write_text("not a folder")
-    writer.save([tmp_path / "file" / "c.pt"], {"w": weights})
+    writer.submit(save_checkpoint, [tmp_path / "file" / "c.pt"], cpu_copy({"w": weights}))
     with pytest.raises(OSError):
         writer.close()
     writer.close()  # the error is reported once
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+WRITE_FOREVER = """
+import sys, torch
+from checkpoint import cpu_copy, save_checkpoint
+from files import BackgroundWriter
+writer = BackgroundWriter()
+for i in range(100_000):
+    writer.submit(save_checkpoint, [sys.argv[1]], cpu_copy({"w": torch.full((4_000_000,), float(i)), "i": i}))
+"""
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.55, 0.8])
+def test_kill_9_during_a_background_write_leaves_the_last_whole_checkpoint(tmp_path, delay):
+    """A process that rewrites a 16 MB checkpoint back to back in the background writer, killed with SIGKILL:
+    the file is always a whole checkpoint (old or new), and the temporary the kill left is removed by the next
+    write of the same name."""
+    path = tmp_path / "latest.pt"
+    child = subprocess.Popen([sys.executable, "-c", WRITE_FOREVER, str(path)], cwd=REPO)
+    deadline = time.time() + 60
+    while not path.exists() and time.time() < deadline and child.poll() is None:
+        time.sleep(0.01)
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    saved = load(path)
+    assert saved["i"] >= 0 and torch.equal(saved["w"], torch.full((4_000_000,), float(saved["i"])))
+    strays = [p for p in tmp_path.iterdir() if p.name != "latest.pt"]
+    assert all(p.name.startswith(".latest.pt.") and p.name.endswith(".tmp") for p in strays), strays
+    save_checkpoint([path], {"i": -1})
+    assert load(path)["i"] == -1 and sorted(tmp_path.iterdir()) == [path]
 
 
 def test_metrics_resume_after_a_fid_line_keeps_the_training_time(tmp_path):
@@ -246,3 +279,18 @@ def test_a_stop_during_an_epochs_save_still_writes_latest(tmp_path, monkeypatch)
         signal.signal(signal.SIGTERM, handlers[1])
     assert saves == [False, True]  # the epoch's save did not write latest.pt; the stop did
     assert load(tmp_path / "checkpoints" / "s" / "latest.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("seconds, drawn", [(1e9, [1, 6]), (0, [1, 2, 3, 4, 5, 6])])
+def test_figures_are_redrawn_at_most_every_figure_seconds_and_at_the_end(tmp_path, monkeypatch, seconds, drawn):
+    """Every epoch's grid is kept; loss.png and report.html are redrawn when FIGURE_SECONDS have passed (the
+    first save draws), and always with latest.pt at the end."""
+    plotted = []
+    monkeypatch.setattr(train, "FIGURE_SECONDS", seconds)
+    monkeypatch.setattr(train, "plot_losses", lambda rows, path: plotted.append(int(rows[-1]["epoch"])))
+    monkeypatch.chdir(tmp_path)
+    train.main([*TINY, "--toy-size", "32", "--epochs", "6", "--run", "f"])
+    assert plotted == drawn
+    samples = sorted(p.name for p in (tmp_path / "outputs" / "f" / "samples").iterdir())
+    assert samples == [f"epoch_{e:03d}.png" for e in range(1, 7)]
+    assert (tmp_path / "outputs" / "f" / "report.html").is_file()
