@@ -13,6 +13,7 @@ PyTorch's guide to this is "CUDA Graphs" in its CUDA semantics notes (whole-netw
 """
 import collections
 import contextlib
+import warnings
 
 import torch
 from tqdm import tqdm
@@ -25,12 +26,29 @@ WARMUP = 3
 def capture(record, generators, optimizers):
     """The CUDA work of record() as a graph (recording runs nothing); returns the function that replays it."""
     graph = torch.cuda.CUDAGraph()
-    for generator in generators:
-        graph.register_generator_state(generator)
-    # thread_local: the loader's pin-memory thread may allocate pinned memory while this thread records.
-    with capturable(optimizers), torch.cuda.graph(graph, capture_error_mode="thread_local"):
+    with warnings.catch_warnings():  # torch 2.14 registers every generator itself and says so once
+        warnings.filterwarnings("ignore", message=r"CUDAGraph\.register_generator_state\(\) is deprecated")
+        for generator in generators:
+            graph.register_generator_state(generator)
+    # The outer stream context puts the current stream back even when a failed capture_end skips the graph's
+    # own. thread_local: the loader's pin-memory thread may allocate pinned memory while this thread records.
+    with torch.cuda.stream(torch.cuda.current_stream()), capturable(optimizers), \
+            torch.cuda.graph(graph, capture_error_mode="thread_local"):
         record()
     return graph.replay
+
+
+def release(generators):
+    """After a failed capture, CUDA generators (and the device's default one) go on from the state they have,
+    no longer marked as capturing: in torch 2.11 a capture that failed left that mark, and every later draw
+    refused to run."""
+    devices = {generator.device for generator in generators if generator.device.type == "cuda"}
+    defaults = [torch.cuda.default_generators[torch.cuda.current_device() if device.index is None else device.index]
+                for device in devices]
+    for generator in [g for g in generators if g.device.type == "cuda"] + defaults:
+        fresh = torch.Generator(generator.device)
+        fresh.set_state(generator.get_state())
+        generator.graphsafe_set_state(fresh)
 
 
 @contextlib.contextmanager
@@ -56,7 +74,7 @@ class GraphedIteration:
     """Runs `iteration(batches)` over static uint8 buffers: eagerly for the first WARMUP iterations of each
     kind, then as a replay of the graph recorded at the next one. A kind names what changes the iteration's
     kernels (which D updates carry lazy R1): each kind has its own graph. If a capture fails, every
-    iteration from then on runs eagerly, and one line says why."""
+    iteration from then on runs eagerly (the graphs recorded before are dropped), and one line says why."""
 
     def __init__(self, iteration, batches_shape, device, generators, optimizers, capture=capture, warmup=WARMUP):
         """batches_shape: (D updates per iteration, batch, H, W, 3); capture: how an iteration is recorded
@@ -101,7 +119,9 @@ class GraphedIteration:
         try:
             return self.capture(self.run, self.generators, self.optimizers)
         except Exception as err:  # any failure to record means: train on without the graph
-            self.failed = True
+            self.failed, self.replays = True, {}
+            if self.inputs.is_cuda:
+                release(self.generators)
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             tqdm.write(f"CUDA graph: the capture failed ({reason}); training goes on without it "
                        "(--cuda-graph off skips the attempt)")

@@ -122,7 +122,8 @@ def add_speed_flags(add):
     add("--amp", choices=("auto", "bf16", "off"), help="bf16 autocast, losses in fp32 (auto: on for AVX-512 CPUs, "
         "and for CUDA GPUs with native bf16 when the iteration is a CUDA graph; off elsewhere)")
     add("--cuda-graph", choices=("auto", "on", "off"), help="record the whole iteration once as a CUDA graph and "
-        "replay it (auto: on for CUDA, except under torchrun; off: every kernel launched from Python)")
+        "replay it (auto: on for CUDA, eager with a one-line reason where the run cannot be captured, e.g. under "
+        "torchrun; on: such runs are refused; off: every kernel launched from Python)")
 
 
 def build_parser(description):

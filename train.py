@@ -42,7 +42,7 @@ def train(cfg, given, world):
     """Start or resume a run, then train epoch by epoch, saving at each epoch's end and when asked to stop."""
     state, resumed = start_state(cfg, given, world)
     cfg = state.cfg
-    check_speed_flags(cfg, world.device)
+    check_speed_flags(cfg, world.device, world.size)
     data = TrainingData(cfg, world)
     step = TrainingStep(state, world, planned_iterations(cfg, data))
     outputs = Outputs(cfg, world, resume_step=state.step if resumed else None)

@@ -29,7 +29,7 @@ def speed_settings(cfg, device, processes=1):
     graph `auto` keeps fp32. AVX-512 CPU: bf16 autocast and channels_last (2.2x the textbook loop at 64 px).
     Elsewhere fp32, the default layout and no graph. `cuda_graph_off` says why the graph is off where it
     was wanted."""
-    check_speed_flags(cfg, device)
+    check_speed_flags(cfg, device, processes)
     blocker = cuda_graph_blocker(cfg, processes)
     graph = cfg["cuda_graph"] in ("auto", "on") and device.type == "cuda" and blocker is None
     fast_cpu = device.type == "cpu" and native_bf16(device)  # oneDNN's fast bf16 kernels are NHWC
@@ -40,11 +40,14 @@ def speed_settings(cfg, device, processes=1):
             "cuda_graph_off": blocker if cfg["cuda_graph"] != "off" and device.type == "cuda" else None}
 
 
-def check_speed_flags(cfg, device):
-    """A speed setting asked for that this device does not have is refused (train.py asks before loading data)."""
+def check_speed_flags(cfg, device, processes=1):
+    """A speed setting asked for that this run cannot have is refused (train.py asks before loading data)."""
     if cfg["cuda_graph"] == "on" and device.type != "cuda":
         raise UserError(f"--cuda-graph on needs a CUDA GPU, and this run trains on {device.type}: use "
                         "--cuda-graph auto (or off)")
+    blocker = cuda_graph_blocker(cfg, processes)
+    if cfg["cuda_graph"] == "on" and blocker:
+        raise UserError(f"--cuda-graph on: {blocker}; use --cuda-graph auto (or off) to train eagerly")
 
 
 def cuda_graph_blocker(cfg, processes):

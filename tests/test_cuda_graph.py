@@ -130,6 +130,27 @@ def test_the_cuda_graph_iteration_equals_the_eager_one_on_a_gpu(name):
 
 
 @needs_cuda
+def test_a_capture_that_fails_on_a_gpu_leaves_a_run_that_trains_on(capsys):
+    """A host sync inside the capture (not allowed) invalidates it: the line is printed, the generators are
+    released from the failed capture, and the iterations go on eagerly, equal to an eager run."""
+    def capture_with_a_sync(run, generators, optimizers):
+        def record():
+            run()
+            torch.ones(1, device="cuda").sum().item()
+        return cuda_graphs.capture(record, generators, optimizers)
+
+    torch.backends.cudnn.deterministic = True
+    eager, _ = train(SMALL, torch.device("cuda"))
+    graphed, step = train(SMALL, torch.device("cuda"), capture_with_a_sync)
+    assert step.graph.failed and "CUDA graph: the capture failed" in capsys.readouterr().out
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+    for key, value in tensors(eager).items():
+        assert torch.allclose(value.float(), tensors(graphed)[key].float(), rtol=1e-3, atol=1e-4), key
+    assert torch.equal(eager.noise_generator.get_state(), graphed.noise_generator.get_state())
+    torch.randn(4, device="cuda")  # the default generator draws again
+
+
+@needs_cuda
 def test_train_py_on_a_gpu_logs_the_same_losses_with_and_without_the_graph(tmp_path):
     args = [arg for arg in TINY if arg not in ("--device", "cpu")] + ["--device", "cuda", "--max-steps", "10",
                                                                       "--amp", "off"]

@@ -149,6 +149,8 @@ def test_what_a_graph_cannot_capture_runs_eagerly_and_says_why(monkeypatch):
     assert speed_settings({**DEFAULTS, "lr_schedule": "linear"}, cuda)["cuda_graph"]  # fused Adam reads a tensor
     with pytest.raises(UserError, match="needs a CUDA GPU"):
         speed_settings({**DEFAULTS, "cuda_graph": "on"}, torch.device("cpu"))
+    with pytest.raises(UserError, match="--cuda-graph on: under torchrun"):  # asked for, and impossible
+        speed_settings({**DEFAULTS, "cuda_graph": "on"}, cuda, processes=2)
 
 
 def test_cuda_graph_on_without_a_gpu_is_one_line_before_anything_is_written(tmp_path):
