@@ -48,11 +48,7 @@ def train(cfg, given, world):
     outputs = Outputs(cfg, world, resume_step=state.step if resumed else None)
     clock, stop = Clock(outputs.log.elapsed if outputs.log else 0.0), StopRequest()
     if world.main:
-        print(f"{data.description}; run {cfg['run']} on {world.device}"
-              + (f" x {world.size} processes" if world.size > 1 else "")
-              + f" ({describe_speed(step.speed)}); outputs in {outputs.out_dir}/, checkpoints in {outputs.ckpt_dir}/")
-        if step.speed["cuda_graph_off"]:
-            print(f"CUDA graph: {step.speed['cuda_graph_off']}")
+        announce(cfg, data, step, outputs, world)
     budget_spent = world.any(budget_reached(state, clock))  # rank 0 alone knows the minutes trained before
     if budget_spent and world.main:
         print(f"{cfg['run']} is already at iteration {state.step} ({clock.minutes():.1f} training minutes): "
@@ -73,6 +69,14 @@ def train(cfg, given, world):
     world.check_in_sync(state.G, state.D)
     if world.main:
         farewell(state, outputs, data, stop)
+
+
+def announce(cfg, data, step, outputs, world):
+    """The line a run starts with: its data, device, speed settings and where it writes."""
+    print(f"{data.description}; run {cfg['run']} on {world.device}" + (f" x {world.size} processes" if world.size > 1
+          else "") + f" ({describe_speed(step.speed)}); outputs in {outputs.out_dir}/, checkpoints in {outputs.ckpt_dir}/")
+    if step.speed["cuda_graph_off"]:
+        print(f"CUDA graph: {step.speed['cuda_graph_off']}")
 
 
 def start_state(cfg, given, world):

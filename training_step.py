@@ -29,8 +29,7 @@ def speed_settings(cfg, device, processes=1):
     graph `auto` keeps fp32. AVX-512 CPU: bf16 autocast and channels_last (2.2x the textbook loop at 64 px).
     Elsewhere fp32, the default layout and no graph. `cuda_graph_off` says why the graph is off where it
     was wanted."""
-    check_speed_flags(cfg, device, processes)
-    blocker = cuda_graph_blocker(cfg, processes)
+    blocker = check_speed_flags(cfg, device, processes)
     graph = cfg["cuda_graph"] in ("auto", "on") and device.type == "cuda" and blocker is None
     fast_cpu = device.type == "cpu" and native_bf16(device)  # oneDNN's fast bf16 kernels are NHWC
     return {"cuda_graph": graph,
@@ -41,13 +40,15 @@ def speed_settings(cfg, device, processes=1):
 
 
 def check_speed_flags(cfg, device, processes=1):
-    """A speed setting asked for that this run cannot have is refused (train.py asks before loading data)."""
+    """A speed setting asked for that this run cannot have is refused (train.py asks before loading data);
+    returns why the iterations cannot be a CUDA graph (None: they can)."""
     if cfg["cuda_graph"] == "on" and device.type != "cuda":
         raise UserError(f"--cuda-graph on needs a CUDA GPU, and this run trains on {device.type}: use "
                         "--cuda-graph auto (or off)")
     blocker = cuda_graph_blocker(cfg, processes)
     if cfg["cuda_graph"] == "on" and blocker:
         raise UserError(f"--cuda-graph on: {blocker}; use --cuda-graph auto (or off) to train eagerly")
+    return blocker
 
 
 def cuda_graph_blocker(cfg, processes):
@@ -136,7 +137,8 @@ class TrainingStep:
             return 0
         self.set_schedules()
         if self.graph is not None and self.graph.fits(batches):
-            self.graph(batches, kind=self.r1_updates())
+            # Iterations differ in their kernels only by where lazy R1 falls: one graph for each pattern.
+            self.graph(batches, kind=r1_updates(self.cfg, self.state.step * self.cfg["d_steps"]))
         else:
             self.iteration(batches)
         return sum(len(images) for images in batches) * self.world.size
@@ -154,11 +156,6 @@ class TrainingStep:
                 self.ema_weight.fill_(weight)
             else:
                 self.ema_weight = weight
-
-    def r1_updates(self):
-        """Which of this iteration's D updates carry lazy R1: iterations differ in their kernels by this alone."""
-        cfg, first = self.cfg, self.state.step * self.cfg["d_steps"]
-        return tuple(bool(cfg["r1"]) and (first + i) % cfg["r1_every"] == 0 for i in range(cfg["d_steps"]))
 
     def iteration(self, uint8_batches):
         """The iteration itself, eager; under a graph, what the graph records."""
@@ -199,6 +196,11 @@ def set_learning_rate(optimizer, lr):
             group["lr"] = lr
 
 
+def r1_updates(cfg, first_d_update):
+    """For each D update of an iteration, whether it carries lazy R1 (every r1_every-th D update of the run)."""
+    return tuple(bool(cfg["r1"]) and (first_d_update + i) % cfg["r1_every"] == 0 for i in range(cfg["d_steps"]))
+
+
 def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None, fresh_fakes=False, first_d_update=0):
     """d_steps D updates (one real batch each), then g_steps G updates; returns
     (loss_d, loss_g, D(x), D(G(z))) as one tensor. first_d_update: how many D updates came before, which
@@ -214,10 +216,9 @@ def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None
     def critic(x):
         return D(diffaug.augment(x, policy, generator) if policy else x).float()
 
-    for i, real in enumerate(real_batches):
+    for real, r1_due in zip(real_batches, r1_updates(cfg, first_d_update)):
         with torch.set_grad_enabled(not fresh_fakes):
             fake = G(noise(batch))
-        r1_due = cfg["r1"] and (first_d_update + i) % cfg["r1_every"] == 0
         loss_d, real_logits, fake_logits = d_update(opt_d, critic, D, real, fake, cfg, generator, cfg["label_smooth"],
                                                     cfg["r1"] * cfg["r1_every"] / 2 if r1_due else 0.0)
     for g_step in range(cfg["g_steps"]):
