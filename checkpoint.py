@@ -5,6 +5,7 @@ file holds. Files are saved atomically and loaded with torch.load(weights_only=T
     G_eval                                    the sampler (G_ema or G) with BatchNorm recalibrated for eval
     epoch, batch_in_epoch, step               where the run is
     fixed_noise, rng, log_window, best_fid    the grid's noise, random states, unlogged metric sums, best FID
+    augment_p                                 the adaptive augmentation's probability (--ada-target)
     config                                    every setting, so a sampler needs nothing but this file
 
 load_checkpoint and load_generator also read a generator exported by `generate.py --export` (export.py), as the
@@ -69,6 +70,7 @@ class TrainState:
         self.fixed_noise = torch.randn(GRID_SIZE, cfg["nz"], generator=torch.Generator().manual_seed(cfg["seed"] + 1))
         self.epoch = self.batch_in_epoch = self.step = 0
         self.log_window = torch.zeros(len(METRICS) + 1, device=device)
+        self.augment_p = torch.zeros((), device=device)  # --ada-target's probability, adapted on the device
         self.best_fid = float("inf")
         self.device = torch.device(device)
 
@@ -87,7 +89,8 @@ class TrainState:
                  "opt_d": self.opt_d.state_dict(), "G_eval": G_eval.state_dict(), "epoch": self.epoch,
                  "batch_in_epoch": self.batch_in_epoch, "step": self.step, "fixed_noise": self.fixed_noise,
                  "rng": {"torch": torch.get_rng_state(), "noise": self.noise_generator.get_state()},
-                 "log_window": self.log_window, "best_fid": self.best_fid, "config": self.cfg}
+                 "log_window": self.log_window, "augment_p": self.augment_p, "best_fid": self.best_fid,
+                 "config": self.cfg}
         if self.G_ema is not None:
             state["G_ema"] = self.G_ema.state_dict()
         return state
@@ -109,8 +112,16 @@ class TrainState:
         except RuntimeError:  # a CUDA generator's state does not fit a CPU generator, nor the reverse
             raise UserError(f"this checkpoint was trained on another kind of device than {self.device.type}: resume "
                             "it there (--device), or start a new run") from None
-        self.log_window = state["log_window"].to(self.device)
+        self.log_window = widened(state["log_window"]).to(self.device)
+        self.augment_p = state.get("augment_p", torch.zeros(())).to(self.device)
         self.best_fid = state.get("best_fid", float("inf"))
+
+
+def widened(log_window):
+    """A saved log window with the metrics added since it was written (runs.METRICS gained columns at its end)
+    as zeros before the iteration count, its last slot."""
+    missing = len(METRICS) + 1 - len(log_window)
+    return torch.cat([log_window[:-1], log_window.new_zeros(missing), log_window[-1:]]) if missing else log_window
 
 
 def save_checkpoint(paths, state):

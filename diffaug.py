@@ -1,8 +1,15 @@
-"""Differentiable augmentation (Zhao et al., 2020): the same random transforms on real and fake images before D.
+"""Differentiable augmentation (Zhao et al., 2020): the same random transforms on real and fake images before D,
+and the adaptive probability of applying them (Karras et al., 2020, StyleGAN2-ADA).
 
 D sees augmented images only, so it cannot memorise a small dataset, while G still receives gradients
 through every transform. Each image draws its own parameters; each transform moves the whole image
 (all channels together). `generator` makes the draws part of the run's saved random state.
+
+Adaptive: each transform is applied to each image with probability p, and p follows D's overfitting. The
+signal is the mean sign of D's raw outputs on real images (how many reals D is sure of): above the target,
+p rises, below, it falls, at a speed that takes it from 0 to 1 in --ada-kimg thousand images. Augmenting
+"only as much as D needs" keeps the early images clean (a short run is not slowed) and a long run on few
+photos from overfitting.
 """
 import torch
 import torch.nn.functional as F
@@ -19,10 +26,30 @@ def parse_policy(text):
     return names
 
 
-def augment(x, policy, generator=None):
+def augment(x, policy, generator=None, probability=None):
+    """The policy's transforms in turn; with `probability` (a 0-dim tensor), each transform is applied to each
+    image with that probability, drawn in float32 whatever x's dtype (bf16 would round the odds)."""
     for name in policy:
-        x = TRANSFORMS[name](x, generator)
+        moved = TRANSFORMS[name](x, generator)
+        if probability is None:
+            x = moved
+        else:
+            draws = torch.rand(x.shape[0], 1, 1, 1, device=x.device, generator=generator)
+            x = torch.where(draws < probability, moved, x)
     return x
+
+
+def overfitting(real_logits):
+    """ADA's overfitting signal r_t: the mean sign of D's raw outputs on real images (0: D cannot tell, 1: D is
+    sure of every real image)."""
+    return torch.sign(real_logits.detach().float()).mean()
+
+
+@torch.no_grad()
+def adapt_probability(probability, signal, target, images, ada_kimg):
+    """Move the augmentation probability in place, on the device (no host sync, so a CUDA graph can hold it):
+    up by images / (ada_kimg * 1000) when the signal is above the target, down by as much below it."""
+    probability.add_(torch.sign(signal - target) * (images / (ada_kimg * 1000))).clamp_(0, 1)
 
 
 def _rand(x, *shape, generator):

@@ -9,7 +9,10 @@ from files import atomic_path, user_fixable_errors
 from toyfaces import TOYFACES
 
 OUTPUTS, CHECKPOINTS = Path("outputs"), Path("checkpoints")
-METRICS = ("loss_d", "loss_g", "d_real", "d_fake")  # per log line: means over the iterations since the last
+# Per log line, means over the iterations since the last: the losses, D's outputs on real and fake images, the
+# mean sign of D's raw outputs on reals (ADA's overfitting signal: 1 when D is sure of every real image) and the
+# probability that each augmentation applies (0 without --diffaug, 1 with it, adapted with --ada-target).
+METRICS = ("loss_d", "loss_g", "d_real", "d_fake", "real_sign", "augment_p")
 
 
 def output_dir(run):

@@ -14,7 +14,7 @@ from toyfaces import TOYFACES
 # Settings added after the first checkpoints were written, with the value that means "as before": a checkpoint
 # without them resumes and samples as it always did.
 ADDED_LATER = ("r1", "r1_every", "ema_kimg", "ema_rampup", "lr_schedule", "lr_decay_start", "mbstd", "label_smooth",
-               "tensorboard")
+               "tensorboard", "ada_target", "ada_kimg")
 # Ranges of the numeric flags below that bench.py's flags share, and the caps that need a reason.
 TOY_SIZE_MAX = 10_000_000  # toy faces are drawn by index; an epoch's shuffled indices must fit in memory
 WIDTH = integer(1, 256)  # ngf, ndf: the widest layer is 16x this, and 4096 channels take gigabytes at 256 px
@@ -31,7 +31,7 @@ DEFAULTS = {
     "optim": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
     "loss": "bce", "g_loss": "nonsaturating", "clip": 0.01, "gp_weight": 10.0, "ema": 0.0, "diffaug": "",
     "r1": 0.0, "r1_every": 16, "ema_kimg": 0.0, "ema_rampup": 0.05, "lr_schedule": "constant",
-    "lr_decay_start": 0.5, "mbstd": 0, "label_smooth": 1.0,
+    "lr_decay_start": 0.5, "mbstd": 0, "label_smooth": 1.0, "ada_target": 0.0, "ada_kimg": 100.0,
     "seed": 0, "device": "auto", "run": "", "resume": "",
     "log_every": 10, "ckpt_minutes": 10.0, "ckpt_every": 5, "recal_samples": 4096, "max_minutes": 0.0,
     "fid_every": 0, "fid_n": 5000, "fid_real": "",
@@ -82,6 +82,11 @@ def add_optimisation_flags(add):
     add("--ema-rampup", type=number(low=0, high=1), help="with --ema-kimg: the half-life grows with the images "
         "seen, at most this fraction of them, so early samples are not averaged with noise (default 0.05; 0: off)")
     add("--diffaug", help="differentiable augmentation before D: any of color,translation,cutout")
+    add("--ada-target", type=number(low=0, below=1), help="adaptive augmentation (StyleGAN2-ADA): apply each "
+        "--diffaug transform with a probability that rises while the mean sign of D's outputs on real images is "
+        "above this target and falls below it (e.g. 0.6; default 0: --diffaug always applies)")
+    add("--ada-kimg", type=number(above=0, high=100_000), help="with --ada-target: thousands of images over "
+        "which the probability can go from 0 to 1 (default 100)")
     add("--r1", type=number(low=0, high=1e4), help="R1 penalty weight gamma on D's gradient at real images "
         "(StyleGAN2; e.g. 0.1 to 10 at 64 px; default 0: off)")
     add("--r1-every", type=integer(1, 1000), help="apply R1 every this many D updates, scaled up to match "
@@ -159,6 +164,12 @@ def check_settings(cfg):
                         "fix: give --max-steps (or --epochs) as the budget instead")
     if cfg["label_smooth"] < 1 and cfg["loss"] != "bce":
         raise UserError(f"--label-smooth smooths BCE's real targets; --loss {cfg['loss']} has none: drop it")
+    if cfg["ada_target"] and not cfg["diffaug"]:
+        raise UserError("--ada-target adapts how often the --diffaug transforms apply: name them too, e.g. "
+                        "--diffaug color,translation,cutout")
+    if cfg["ada_target"] and cfg["loss"] not in ("bce", "hinge"):
+        raise UserError(f"--ada-target reads the sign of D's outputs, which --loss {cfg['loss']} does not centre "
+                        "on 0: use --loss bce or hinge, or fixed --diffaug without --ada-target")
     if cfg["tensorboard"]:
         summary_writer_class()  # a missing package stops the run here, in one line, before anything is written
     try:

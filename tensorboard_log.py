@@ -13,7 +13,8 @@ from cli import UserError
 MISSING = "--tensorboard needs the tensorboard package: pip install tensorboard"
 # metrics.csv's columns -> TensorBoard tags, grouped so that related curves share a section of the page.
 TAGS = {"loss_d": "loss/loss_d", "loss_g": "loss/loss_g", "d_real": "D_output/d_real",
-        "d_fake": "D_output/d_fake", "images_per_s": "speed/images_per_s", "fid": "eval/fid"}
+        "d_fake": "D_output/d_fake", "real_sign": "D_output/real_sign",
+        "augment_p": "augment/p", "images_per_s": "speed/images_per_s", "fid": "eval/fid"}
 GRID_TAG = "samples/fixed_noise"
 
 

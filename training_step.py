@@ -161,10 +161,16 @@ class TrainingStep:
         """The iteration itself, eager; under a graph, what the graph records."""
         state, cfg = self.state, self.cfg
         real_batches = [self.model_input(images) for images in uint8_batches]
+        adaptive = cfg["ada_target"] > 0
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.speed["amp"]):
             metrics = train_iteration(self.G, self.D, state.opt_g, state.opt_d, real_batches, cfg, self.noise,
                                       state.noise_generator, fresh_fakes=self.world.size > 1,
-                                      first_d_update=state.step * cfg["d_steps"])
+                                      first_d_update=state.step * cfg["d_steps"],
+                                      augment_p=state.augment_p if adaptive else None)
+        if adaptive:  # every process moves p by the same mean signal, so their augmentation stays the same
+            signal = self.world.mean(metrics[4].clone())
+            diffaug.adapt_probability(state.augment_p, signal, cfg["ada_target"],
+                                      cfg["batch_size"] * len(real_batches), cfg["ada_kimg"])
         state.log_window += torch.cat([metrics, metrics.new_ones(1)])  # the last slot counts the iterations
         if state.G_ema is not None:
             update_ema(state.G_ema, state.G, self.ema_weight)
@@ -201,10 +207,12 @@ def r1_updates(cfg, first_d_update):
     return tuple(bool(cfg["r1"]) and (first_d_update + i) % cfg["r1_every"] == 0 for i in range(cfg["d_steps"]))
 
 
-def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None, fresh_fakes=False, first_d_update=0):
-    """d_steps D updates (one real batch each), then g_steps G updates; returns
-    (loss_d, loss_g, D(x), D(G(z))) as one tensor. first_d_update: how many D updates came before, which
-    decides where lazy R1 falls.
+def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None, fresh_fakes=False, first_d_update=0,
+                    augment_p=None):
+    """d_steps D updates (one real batch each), then g_steps G updates; returns (loss_d, loss_g, D(x), D(G(z)),
+    the mean sign of D on reals, the augmentation probability) as one tensor (runs.METRICS). first_d_update: how
+    many D updates came before, which decides where lazy R1 falls; augment_p: with --ada-target, the
+    probability that each --diffaug transform applies to an image (None: always, as --diffaug alone does).
 
     The first G update reuses the last fake batch D saw, as the DCGAN reference does, saving a G forward;
     under DistributedDataParallel (fresh_fakes) each G forward must meet its own backward, so D's fakes are
@@ -214,13 +222,15 @@ def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None
     batch, policy = cfg["batch_size"], diffaug.parse_policy(cfg["diffaug"])
 
     def critic(x):
-        return D(diffaug.augment(x, policy, generator) if policy else x).float()
+        return D(diffaug.augment(x, policy, generator, augment_p) if policy else x).float()
 
+    real_sign = 0.0  # ADA's signal, over every D update of the iteration
     for real, r1_due in zip(real_batches, r1_updates(cfg, first_d_update)):
         with torch.set_grad_enabled(not fresh_fakes):
             fake = G(noise(batch))
         loss_d, real_logits, fake_logits = d_update(opt_d, critic, D, real, fake, cfg, generator, cfg["label_smooth"],
                                                     cfg["r1"] * cfg["r1_every"] / 2 if r1_due else 0.0)
+        real_sign = real_sign + diffaug.overfitting(real_logits) / len(real_batches)
     for g_step in range(cfg["g_steps"]):
         if g_step or fresh_fakes:
             fake = G(noise(batch))
@@ -232,8 +242,9 @@ def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None
         torch.clear_autocast_cache()  # and those of G's weights: the next G update must see the new ones
     # D(x), D(G(z)): probabilities for bce; the raw critic scores for the other losses
     score = torch.sigmoid if cfg["loss"] == "bce" else torch.as_tensor
-    return torch.stack([loss_d.detach(), loss_g.detach(),
-                        score(real_logits.detach()).mean(), score(fake_logits.detach()).mean()])
+    applied = augment_p if augment_p is not None else loss_d.new_tensor(float(bool(policy)))
+    return torch.stack([loss_d.detach(), loss_g.detach(), score(real_logits.detach()).mean(),
+                        score(fake_logits.detach()).mean(), real_sign, applied.float()])
 
 
 def d_update(opt_d, critic, penalised, real, fake, cfg, generator=None, real_target=1.0, r1_weight=0.0):

@@ -15,12 +15,14 @@ from settings import DEFAULTS
 from training_step import TrainingStep
 
 SMALL = {**DEFAULTS, "res": 32, "ngf": 8, "ndf": 8, "batch_size": 8, "nz": 16, "recal_samples": 16}
-# What makes iterations differ: flips, augmentation, EMA with its ramp-up, several D updates, lazy R1 (every
-# other iteration carries it: two kinds of iteration), each loss with what it needs.
+# What makes iterations differ: flips, augmentation (fixed, or adapted on the device: ada), EMA with its ramp-up,
+# several D updates, lazy R1 (every other iteration carries it: two kinds of iteration), each loss with what it
+# needs.
 CONFIGS = {
     "dcgan": {"flip": True},
     "levers": {"diffaug": "color,translation,cutout", "ema_kimg": 0.05, "d_steps": 2, "r1": 0.5, "r1_every": 4,
                "mbstd": 4, "label_smooth": 0.9},
+    "ada": {"diffaug": "color,translation,cutout", "ada_target": 0.2, "ada_kimg": 0.05, "ema_kimg": 0.05},
     "hinge-sn": {"loss": "hinge", "d_norm": "spectral", "ema": 0.9, "g_steps": 2},
     "wgan-gp": {"loss": "wgan-gp", "d_norm": "none", "d_steps": 2},
     "wgan": {"loss": "wgan", "optim": "rmsprop", "d_steps": 2},
@@ -61,7 +63,7 @@ def tensors(state):
     """Everything an iteration changes: weights and buffers of every net, the metric sums, the noise's state."""
     nets = {"G": state.G, "D": state.D, **({"G_ema": state.G_ema} if state.G_ema is not None else {})}
     found = {f"{name}.{key}": value for name, net in nets.items() for key, value in net.state_dict().items()}
-    found["log_window"] = state.log_window
+    found["log_window"], found["augment_p"] = state.log_window, state.augment_p
     return found
 
 

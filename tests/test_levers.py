@@ -1,14 +1,16 @@
 """The levers for small face sets: R1, the EMA half-life, the learning-rate schedule, the minibatch standard
-deviation feature and label smoothing, each against what it should compute."""
+deviation feature, label smoothing and adaptive augmentation, each against what it should compute."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import diffaug
 import losses
 from checkpoint import make_optimizer
 from conftest import LinearCritic, TINY, assert_one_line_error, run_script
+from runs import read_metrics
 from network import Discriminator, MinibatchStdDev, init_dcgan
 from settings import DEFAULTS
 from training_step import d_update, ema_decay, lr_factor
@@ -87,3 +89,58 @@ def test_label_smoothing_changes_only_the_real_targets():
 ])
 def test_levers_that_do_not_go_together_are_refused(tmp_path, flags, words):
     assert_one_line_error(run_script("train.py", *TINY, *flags, cwd=tmp_path, check=False), *words)
+
+
+def test_adaptive_probability_follows_the_sign_of_the_overfitting_signal():
+    p = torch.zeros(())
+    diffaug.adapt_probability(p, torch.tensor(0.9), 0.6, images=128, ada_kimg=100)
+    assert math.isclose(p.item(), 128 / 100_000, rel_tol=1e-5)  # 0 to 1 takes ada_kimg thousand images
+    diffaug.adapt_probability(p, torch.tensor(0.2), 0.6, images=64, ada_kimg=100)
+    assert math.isclose(p.item(), 64 / 100_000, rel_tol=1e-4)
+    diffaug.adapt_probability(p, torch.tensor(0.0), 0.6, images=10**6, ada_kimg=1)
+    assert p.item() == 0.0  # never below 0
+    diffaug.adapt_probability(p, torch.tensor(1.0), 0.6, images=10**6, ada_kimg=1)
+    assert p.item() == 1.0  # nor above 1
+    assert diffaug.overfitting(torch.tensor([3.0, -1.0, 2.0, 0.5])).item() == 0.5
+
+
+def test_each_transform_applies_to_each_image_with_the_probability():
+    x = torch.rand(2000, 3, 8, 8) + 1  # no pixel is 0, so cutout's zeros show where it applied
+    never = diffaug.augment(x, ("cutout",), torch.Generator().manual_seed(0), torch.tensor(0.0))
+    assert torch.equal(never, x)
+    always = diffaug.augment(x, ("cutout",), torch.Generator().manual_seed(0), torch.tensor(1.0))
+    assert torch.equal(always, diffaug.augment(x, ("cutout",), torch.Generator().manual_seed(0)))
+    half = diffaug.augment(x, ("cutout",), torch.Generator().manual_seed(0), torch.tensor(0.3))
+    changed = (half == 0).flatten(1).any(1).float().mean().item()
+    assert 0.26 < changed < 0.34  # 600 of 2000 expected; 3 standard deviations are 0.03
+    both = diffaug.augment(x, ("color", "cutout"), torch.Generator().manual_seed(0), torch.tensor(0.5))
+    assert not torch.equal(both, x) and both.shape == x.shape
+
+
+def test_adaptive_augmentation_is_logged_and_resumes_exactly(tmp_path):
+    """D overfits the 32 toy faces at once, so p rises from 0; a run resumed at its epoch's end carries p on
+    exactly as an uninterrupted one."""
+    args = [*TINY, "--toy-size", "32", "--diffaug", "color,translation,cutout", "--ada-target", "0.1",
+            "--ada-kimg", "0.5"]
+    run_script("train.py", *args, "--epochs", "6", "--run", "straight", cwd=tmp_path)
+    run_script("train.py", *args, "--epochs", "3", "--run", "resumed", cwd=tmp_path)
+    run_script("train.py", *args, "--epochs", "6", "--run", "resumed", "--resume", "auto", cwd=tmp_path)
+    rows = {run: [{k: v for k, v in row.items() if k not in ("images_per_s", "elapsed_s")}  # times differ
+                  for row in read_metrics(tmp_path / "outputs" / run / "metrics.csv")] for run in ("straight", "resumed")}
+    assert rows["straight"] == rows["resumed"] and len(rows["straight"]) == 12
+    p = [float(row["augment_p"]) for row in rows["straight"]]
+    assert p[0] == 0 and p[-1] > p[1] > 0  # from 0, up by 16 / 500 a step while D is sure of the real faces
+    straight, resumed = (torch.load(tmp_path / "checkpoints" / run / "latest.pt", weights_only=True)
+                         for run in ("straight", "resumed"))
+    assert straight["augment_p"].item() == resumed["augment_p"].item() > 0
+    assert all(torch.equal(straight["D"][k], resumed["D"][k]) for k in straight["D"])
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--ada-target", "0.6"], ["--diffaug"]),
+    (["--ada-target", "0.6", "--diffaug", "color", "--loss", "wgan"], ["--loss wgan"]),
+    (["--ada-target", "1.5", "--diffaug", "color"], ["--ada-target"]),
+])
+def test_adaptive_augmentation_settings_that_do_not_go_together_are_refused(tmp_path, flags, words):
+    assert_one_line_error(run_script("train.py", *TINY, *flags, "--max-steps", "1", cwd=tmp_path, check=False),
+                          *words)

@@ -62,7 +62,7 @@ def test_one_iteration_changes_both_nets(optim):
     opt_g, opt_d = make_optimizer(G.parameters(), cfg, 2e-4), make_optimizer(D.parameters(), cfg, 2e-4)
     real = torch.rand(8, 3, 32, 32) * 2 - 1
     metrics = train_iteration(G, D, opt_g, opt_d, [real], cfg, lambda n: torch.randn(n, 16))
-    assert metrics.shape == (4,) and torch.isfinite(metrics).all()
+    assert metrics.shape == (6,) and torch.isfinite(metrics).all()  # runs.METRICS
     assert 0 < metrics[2] < 1 and 0 < metrics[3] < 1  # D(x) and D(G(z)) are probabilities
     assert all(not torch.equal(a, b) for a, b in zip(before_g, G.parameters()))
     assert all(not torch.equal(a, b) for a, b in zip(before_d, D.parameters()))

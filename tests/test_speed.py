@@ -81,7 +81,7 @@ def test_fast_and_textbook_steps_compute_the_same_losses():
     textbook = naive_iteration(G1, D1, *(make_optimizer(m.parameters(), cfg, 2e-4) for m in (G1, D1)), real, z)
     ours = train_iteration(G2, D2, *(make_optimizer(m.parameters(), cfg, 2e-4) for m in (G2, D2)), [real], cfg,
                            lambda n: z)
-    assert torch.allclose(ours, torch.tensor(textbook), atol=1e-5)
+    assert torch.allclose(ours[:4], torch.tensor(textbook), atol=1e-5)  # the textbook has no ADA signal
     for a, b in zip(G1.parameters(), G2.parameters()):  # and leave the same weights behind
         assert torch.allclose(a, b, atol=1e-6)
 

@@ -294,3 +294,21 @@ def test_figures_are_redrawn_at_most_every_figure_seconds_and_at_the_end(tmp_pat
     samples = sorted(p.name for p in (tmp_path / "outputs" / "f" / "samples").iterdir())
     assert samples == [f"epoch_{e:03d}.png" for e in range(1, 7)]
     assert (tmp_path / "outputs" / "f" / "report.html").is_file()
+
+
+def test_a_checkpoint_from_before_the_augmentation_metrics_resumes(tmp_path):
+    """Checkpoints written before metrics.csv gained real_sign and augment_p: their log window is two slots
+    shorter, and they hold no augment_p; they resume and log on."""
+    run_script("train.py", *TINY, "--max-steps", "3", "--log-every", "2", "--run", "old", cwd=tmp_path)
+    path = tmp_path / "checkpoints" / "old" / "latest.pt"
+    ckpt = load(path)
+    window = ckpt["log_window"]
+    ckpt["log_window"] = torch.cat([window[:4], window[-1:]])
+    del ckpt["augment_p"]
+    ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in ("ada_target", "ada_kimg")}
+    save_checkpoint([path], ckpt)
+    run_script("train.py", *TINY, "--max-steps", "4", "--log-every", "2", "--run", "old", "--resume", "auto",
+               cwd=tmp_path)
+    resumed = load(path)
+    assert resumed["step"] == 4 and resumed["augment_p"].item() == 0.0 and len(resumed["log_window"]) == 7
+    assert [r[0] for r in read_metrics(tmp_path / "outputs" / "old" / "metrics.csv")] == ["2", "3", "4"]
