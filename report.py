@@ -29,6 +29,7 @@ PAGE = string.Template("""<!DOCTYPE html>
 body { font: 15px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 .muted { color: #777; }
+.warning { background: #fff3cd; border: 1px solid #e0b400; padding: 0.5em 1em; }
 img { max-width: 100%; height: auto; }
 #grid-slider { width: min(100%, 640px); display: block; margin: 0.6em 0; }
 .curves { display: flex; flex-wrap: wrap; gap: 1em; }
@@ -40,6 +41,7 @@ th { font-weight: 600; } td { font-family: ui-monospace, monospace; }
 <body>
 <h1>$title</h1>
 <p class="muted">report written $written; it is rewritten at each save: reload to update.</p>
+$warnings
 <h2>Samples: the same fixed noise over training</h2>
 $grids
 <h2>Curves</h2>
@@ -69,10 +71,11 @@ if (data) {
 """)
 
 
-def write_report(out_dir, env=None, rows=None):
+def write_report(out_dir, env=None, rows=None, warnings=None):
     """Write out_dir/report.html (atomically) from what the run folder holds now: samples/*.png, loss.png,
     fid.png, metrics.csv, config.json; `env`: the rows of the environment table (see environment()); `rows`:
-    metrics.csv's rows, where the caller has them (train.py does, and appends to the file meanwhile)."""
+    metrics.csv's rows, where the caller has them (train.py does, and appends to the file meanwhile);
+    `warnings`: what collapse.py found wrong at the last save ({kind: text}), shown at the top."""
     out_dir = Path(out_dir)
     rows = read_metrics(out_dir / "metrics.csv") if rows is None else rows
     config_path = out_dir / "config.json"
@@ -80,6 +83,8 @@ def write_report(out_dir, env=None, rows=None):
     page = PAGE.substitute(
         title=html.escape(f"FakeFaceGen run {out_dir.name}"),
         written=html.escape(f"{datetime.now():%Y-%m-%d %H:%M:%S}"),
+        warnings="".join(f'<p class="warning"><strong>Warning: {html.escape(kind)}</strong>: {html.escape(text)}</p>\n'
+                         for kind, text in (warnings or {}).items()),
         grids=grids_section(grid_files(out_dir / "samples", rows)),
         curves=curves_section(out_dir),
         speed=table(speed_rows(rows)) or '<p class="muted">no log line yet</p>',

@@ -15,6 +15,7 @@ from tqdm import tqdm
 import dataloader
 from checkpoint import TrainState, cpu_copy, load_training_checkpoint, save_checkpoint
 from cli import UserError, run
+from collapse import CollapseWatch, data_spread
 from distributed import Distributed
 from files import BackgroundWriter, save_png, write_json
 from fid_sources import FidMeter
@@ -45,7 +46,7 @@ def train(cfg, given, world):
     check_speed_flags(cfg, world.device, world.size)
     data = TrainingData(cfg, world)
     step = TrainingStep(state, world, planned_iterations(cfg, data))
-    outputs = Outputs(cfg, world, resume_step=state.step if resumed else None)
+    outputs = Outputs(cfg, world, resume_step=state.step if resumed else None, data_spread=data.spread)
     clock, stop = Clock(outputs.log.elapsed if outputs.log else 0.0), StopRequest()
     if world.main:
         announce(cfg, data, step, outputs, world)
@@ -132,6 +133,7 @@ class TrainingData:
         where = "on the device" if on_device else f"through {cfg['workers']} loader workers"
         self.description = f"{self.dataset.description}, read {where}"
         self.skipped = 0
+        self.spread = data_spread(self.dataset, cfg["seed"]) if world.main else None  # collapse.py's yardstick
 
     def epoch(self, epoch, start):
         """(iterations in the epoch, an iterator over this rank's d_steps-batch groups from batch `start` on)."""
@@ -220,10 +222,11 @@ class Outputs:
     """A run's folders, its metrics.csv, report.html's environment and, with --fid-every and --tensorboard, its
     FID meter and TensorBoard log; written by rank 0 alone, in the background writer."""
 
-    def __init__(self, cfg, world, resume_step):
+    def __init__(self, cfg, world, resume_step, data_spread):
         self.out_dir, self.ckpt_dir = output_dir(cfg["run"]), checkpoint_dir(cfg["run"])
         self.log, self.fid_meter, self.tensorboard, self.writer = None, None, None, BackgroundWriter()
         self.figures_drawn = -float("inf")  # when the figures were last drawn (time.monotonic)
+        self.collapse_watch, self.warnings = CollapseWatch(data_spread, cfg["loss"]), {}
         if not world.main:
             return
         (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
@@ -253,21 +256,33 @@ def save(state, outputs, finished_epoch, write_latest):
     if fid_due and measure_fid(state, outputs, G_eval):
         names.append("best.pt")
     checkpoint = cpu_copy(state.state_dict(G_eval)) if names else None
-    grid = grid_image(render(G_eval, state.fixed_noise, state.device))
+    samples = render(G_eval, state.fixed_noise, state.device)
+    grid = grid_image(samples)
+    watch_collapse(state, outputs, samples)
     grid_name = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:06d}.png"
     rows = None  # no figures this time
     if write_latest or fid_due or time.monotonic() - outputs.figures_drawn >= FIGURE_SECONDS:
         rows, outputs.figures_drawn = outputs.log.read(), time.monotonic()
     outputs.writer.submit(write_save, outputs, step, [outputs.ckpt_dir / name for name in names], checkpoint,
-                          grid, grid_name, rows)
+                          grid, grid_name, rows, dict(outputs.warnings))
     checkpoints = "".join(f", {outputs.ckpt_dir}/{name}" for name in names)
     tqdm.write(f"iteration {step}, epoch {epoch if finished_epoch else epoch + 1}: saving "
                f"{outputs.out_dir}/samples/{grid_name}{checkpoints}")
 
 
-def write_save(outputs, step, paths, checkpoint, grid, grid_name, rows):
+def watch_collapse(state, outputs, samples):
+    """collapse.py's checks of this save's samples and the log so far; a warning is printed when it appears."""
+    cfg = state.cfg
+    found = outputs.collapse_watch.warnings(samples, outputs.log.rows, state.step * cfg["batch_size"] * cfg["d_steps"])
+    for kind, text in found.items():
+        if kind not in outputs.warnings:
+            tqdm.write(f"warning: {kind}: {text}")
+    outputs.warnings = found
+
+
+def write_save(outputs, step, paths, checkpoint, grid, grid_name, rows, warnings):
     """A save's files, in the background writer: the checkpoints first, then the grid and, with metrics.csv's
-    `rows`, the figures and last the report that shows them."""
+    `rows`, the figures and last the report that shows them with the collapse `warnings`."""
     if checkpoint is not None:
         save_checkpoint(paths, checkpoint)
     save_png(grid, outputs.out_dir / "samples" / grid_name)
@@ -278,7 +293,7 @@ def write_save(outputs, step, paths, checkpoint, grid, grid_name, rows):
     plot_losses(rows, outputs.out_dir / "loss.png")
     if any(row["fid"] for row in rows):
         plot_fid(rows, outputs.out_dir / "fid.png")
-    write_report(outputs.out_dir, outputs.env, rows)
+    write_report(outputs.out_dir, outputs.env, rows, warnings)
 
 
 def measure_fid(state, outputs, G_eval):
