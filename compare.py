@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from checkpoint import load_generator
-from cli import ArgumentParser, UserError, integer, number, resolve_device, run
-from comparison import (exit_if_failed, images_seen, markdown_table, parse_with_extra, plot, read_run, run_config,
+from fakefacegen.checkpoint import load_generator
+from fakefacegen.cli import ArgumentParser, UserError, integer, number, resolve_device, run
+from fakefacegen.reports.comparison import (exit_if_failed, images_seen, markdown_table, parse_with_extra, plot, read_run, run_config,
                         run_names, sample_sheet, stop_on_sigterm, train_one)
-from fid import FID_N_MAX
-from fid_sources import FidMeter
-from files import write_json, write_text
-from runs import checkpoint_dir, fid_real_set
+from fakefacegen.metrics.fid import FID_N_MAX
+from fakefacegen.metrics.fid_sources import FidMeter
+from fakefacegen.files import write_json, write_text
+from fakefacegen.runs import checkpoint_dir, fid_real_set
 
 
 def build_parser():

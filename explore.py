@@ -39,15 +39,15 @@ from urllib.parse import parse_qs, urlsplit
 import torch
 from PIL import Image
 
-from checkpoint import load_generator
-from cli import SEED_MAX, ArgumentParser, UserError, resolve_device, run
-from latent_directions import (NAME_PATTERN, attribute_vector, check_name, check_seed,
+from fakefacegen.checkpoint import load_generator
+from fakefacegen.cli import SEED_MAX, ArgumentParser, UserError, resolve_device, run
+from fakefacegen.editing.latent_directions import (NAME_PATTERN, attribute_vector, check_name, check_seed,
                                default_latent_dir, first_layer_weight, list_vectors, load_sefa, load_vector,
                                save_vector, sefa, vector_path)
-from runs import run_of_checkpoint
-from sampling import render, sample_noise, slerp
+from fakefacegen.runs import run_of_checkpoint
+from fakefacegen.sampling import render, sample_noise, slerp
 
-PAGE = Path(__file__).with_name("explore.html")
+PAGE = Path(__file__).resolve().parent / "fakefacegen" / "editing" / "explore.html"
 HOST = "127.0.0.1"  # the default: this machine only, since the page can write files in the run's folder
 ALPHA_MAX = 6.0  # SeFa sliders, in standard deviations of z (the directions have unit norm)
 STRENGTH_MAX = 3.0  # attribute sliders, in multiples of the saved vector

@@ -14,13 +14,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from checkpoint import generator_from_state, load_checkpoint
-from cli import SEED, ArgumentParser, UserError, check_seeds, integer, resolve_device, run
-from export import check_export_target, write_export
-from files import atomic_path, save_png
-from runs import output_dir, run_of_checkpoint
-from grids import grid_image
-from sampling import interpolation_latents, render, sample_noise
+from fakefacegen.checkpoint import generator_from_state, load_checkpoint
+from fakefacegen.cli import SEED, ArgumentParser, UserError, check_seeds, integer, resolve_device, run
+from fakefacegen.export import check_export_target, write_export
+from fakefacegen.files import atomic_path, save_png
+from fakefacegen.runs import output_dir, run_of_checkpoint
+from fakefacegen.grids import grid_image
+from fakefacegen.sampling import interpolation_latents, render, sample_noise
 
 INTERP_FRAMES = 12  # frames between two seeds
 N_MAX = 1_000_000  # faces per call; --individual writes them a batch at a time, so memory stays flat

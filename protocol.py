@@ -22,16 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import ArgumentParser, UserError, integer, resolve_device, run, seed_list
-from comparison import (EPOCHS_WITHOUT_END, exit_if_failed, images_seen, markdown_table, parse_with_extra, plot,
+from fakefacegen.cli import ArgumentParser, UserError, integer, resolve_device, run, seed_list
+from fakefacegen.reports.comparison import (EPOCHS_WITHOUT_END, exit_if_failed, images_seen, markdown_table, parse_with_extra, plot,
                         read_run, run_config, run_names, sample_sheet, stop_on_sigterm, train_one)
-from fid import FID_N_MAX
-from files import write_json, write_text
-from heldout import (SETS, check_trained_apart, ensure_split, fid_against, held_out, reference_stats, split_dir,
+from fakefacegen.metrics.fid import FID_N_MAX
+from fakefacegen.files import write_json, write_text
+from fakefacegen.metrics.heldout import (SETS, check_trained_apart, ensure_split, fid_against, held_out, reference_stats, split_dir,
                      steps_for_images)
-from inception import load_inception
-from runs import checkpoint_dir
-from settings import parse_settings
+from fakefacegen.metrics.inception import load_inception
+from fakefacegen.runs import checkpoint_dir
+from fakefacegen.settings import parse_settings
 
 REPO = Path(__file__).resolve().parent
 BUDGET_FREE = ["--max-steps", "0", "--max-minutes", "0"]  # a config's own budget gives way to the protocol's

@@ -12,22 +12,22 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-import dataloader
-from checkpoint import TrainState, cpu_copy, load_training_checkpoint, save_checkpoint
-from cli import UserError, run
-from collapse import CollapseWatch, data_spread
-from distributed import Distributed
-from files import BackgroundWriter, save_png, write_json
-from fid_sources import FidMeter
-from plots import plot_fid, plot_losses
-from report import environment, write_report
-from runs import METRICS, MetricsLog, checkpoint_dir, default_run_name, fid_real_set, find_resume_checkpoint, output_dir
-from grids import grid_image
-from sampling import render
-from settings import parse_settings, settings_from_checkpoint
-from toyfaces import TOYFACES
-from tensorboard_log import TensorBoardLog
-from training_step import TrainingStep, check_speed_flags, describe_speed
+from fakefacegen.data import dataloader
+from fakefacegen.checkpoint import TrainState, cpu_copy, load_training_checkpoint, save_checkpoint
+from fakefacegen.cli import UserError, run
+from fakefacegen.collapse import CollapseWatch, data_spread
+from fakefacegen.training.distributed import Distributed
+from fakefacegen.files import BackgroundWriter, save_png, write_json
+from fakefacegen.metrics.fid_sources import FidMeter
+from fakefacegen.reports.plots import plot_fid, plot_losses
+from fakefacegen.reports.report import environment, write_report
+from fakefacegen.runs import METRICS, MetricsLog, checkpoint_dir, default_run_name, fid_real_set, find_resume_checkpoint, output_dir
+from fakefacegen.grids import grid_image
+from fakefacegen.sampling import render
+from fakefacegen.settings import parse_settings, settings_from_checkpoint
+from fakefacegen.data.toyfaces import TOYFACES
+from fakefacegen.reports.tensorboard_log import TensorBoardLog
+from fakefacegen.training.training_step import TrainingStep, check_speed_flags, describe_speed
 
 
 def main(argv=None):

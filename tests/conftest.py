@@ -1,4 +1,5 @@
 """Shared test helpers: run a script as a user would, and a tiny trained checkpoint."""
+import os
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,11 @@ class LinearCritic(torch.nn.Module):
 
 
 def run_script(script, *args, cwd, check=True, timeout=300):
-    """Run `python <script> args` in `cwd` (where outputs/ and checkpoints/ land); returns CompletedProcess."""
-    result = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
+    """Run `python <script> args` in `cwd` (where outputs/ and checkpoints/ land), or `python -m <script>` for a
+    module such as benchmarks.bench (found from the repository's root); returns CompletedProcess."""
+    command = [str(REPO / script)] if script.endswith(".py") else ["-m", script]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, *command, *map(str, args)], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{script} {args} failed ({result.returncode}):\n{result.stderr[-3000:]}")

@@ -4,17 +4,17 @@ import hashlib
 import pytest
 import torch
 
-import bench
+from benchmarks import bench
 import compare
 import evaluate_fid
 import generate
 import latent
 import preprocess
-import settings
-from checkpoint import load_generator, load_training_checkpoint
-from cli import UserError, resolve_device
+from fakefacegen import settings
+from fakefacegen.checkpoint import load_generator, load_training_checkpoint
+from fakefacegen.cli import UserError, resolve_device
 from conftest import TINY, assert_one_line_error, run_script
-from network import Generator
+from fakefacegen.network import Generator
 
 
 def digest(path):
@@ -87,7 +87,7 @@ PARSERS = {
     "latent.py": lambda argv: latent.build_parser().parse_args([*argv[:1], "--ckpt", "x.pt", *argv[1:]]),
     "preprocess.py": lambda argv: preprocess.parse_args(["--out", "x", *argv]),
     "compare.py": lambda argv: compare.build_parser().parse_args(["a.toml", *argv]),
-    "bench.py": lambda argv: bench.build_parser().parse_args(argv),
+    "benchmarks.bench": lambda argv: bench.build_parser().parse_args(argv),
 }
 EDIT = ["edit", "--seed", "1", "--vector", "v"]
 # (script, arguments ending in the bad flag and its value, the range the message states): nan, inf,
@@ -127,8 +127,8 @@ NUMBERS = [
     ("preprocess.py", ["--src", "x", "--seed", "-2"], "from 0 to 2147483647"),
     ("compare.py", ["--minutes", "nan"], "at least 0"),
     ("compare.py", ["--steps", "-3"], "at least 0"),
-    ("bench.py", ["--batch", "0"], "from 1 to 8192"),
-    ("bench.py", ["--warmup", "inf"], "from 0 to 10000"),
+    ("benchmarks.bench", ["--batch", "0"], "from 1 to 8192"),
+    ("benchmarks.bench", ["--warmup", "inf"], "from 0 to 10000"),
 ]
 
 
@@ -149,7 +149,7 @@ def test_numbers_out_of_range_are_one_line(script, args, bounds, capsys):
     ("latent.py", ["edit", "--ckpt", "x.pt", *EDIT[1:], "--strength", "nan"], ["--strength", "not nan"]),
     ("preprocess.py", ["--synthetic", "10000000000000", "--out", "x"], ["--synthetic", "10000000"]),
     ("compare.py", ["a.toml", "--minutes", "inf"], ["--minutes", "not inf"]),
-    ("bench.py", ["--repeats", "-1"], ["--repeats", "from 1"]),
+    ("benchmarks.bench", ["--repeats", "-1"], ["--repeats", "from 1"]),
 ])
 def test_each_script_refuses_a_bad_number_in_one_line(script, args, words, tmp_path):
     """As a user sees it, once per script (the table above checks the parsers in-process)."""

@@ -1,9 +1,9 @@
 """collapse.py: the samples' spread against the data's, D winning outright, and train.py's warnings."""
 import numpy as np
 
-from collapse import SEPARATED_ITERATIONS, SPREAD_AFTER_IMAGES, CollapseWatch, data_spread, spread
+from fakefacegen.collapse import SEPARATED_ITERATIONS, SPREAD_AFTER_IMAGES, CollapseWatch, data_spread, spread
 from conftest import REPO, TINY, run_script
-from dataloader import ToyFaces
+from fakefacegen.data.dataloader import ToyFaces
 
 
 def log_rows(pairs, every=10):

@@ -6,13 +6,13 @@ fall-back to eager when a capture fails. On a CUDA GPU the real capture is compa
 import pytest
 import torch
 
-import cuda_graphs
-import dataloader
-from checkpoint import TrainState
+from fakefacegen.training import cuda_graphs
+from fakefacegen.data import dataloader
+from fakefacegen.checkpoint import TrainState
 from conftest import TINY, run_script
-from distributed import Distributed
-from settings import DEFAULTS
-from training_step import TrainingStep
+from fakefacegen.training.distributed import Distributed
+from fakefacegen.settings import DEFAULTS
+from fakefacegen.training.training_step import TrainingStep
 
 SMALL = {**DEFAULTS, "res": 32, "ngf": 8, "ndf": 8, "batch_size": 8, "nz": 16, "recal_samples": 16}
 # What makes iterations differ: flips, augmentation (fixed, or adapted on the device: ada), EMA with its ramp-up,

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import torch
 
-from dataloader import epoch_batches, open_dataset, to_model_input
-from toyfaces import TOY_ATTRIBUTES, toyfaces
+from fakefacegen.data.dataloader import epoch_batches, open_dataset, to_model_input
+from fakefacegen.data.toyfaces import TOY_ATTRIBUTES, toyfaces
 
 
 def test_toyfaces_depend_only_on_seed_and_index():

@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-import latent_directions
-from checkpoint import load_generator
+from fakefacegen.editing import latent_directions
+from fakefacegen.checkpoint import load_generator
 from conftest import REPO
-from sampling import render, sample_noise
+from fakefacegen.sampling import render, sample_noise
 
 READ_TIMEOUT = 2  # seconds: short, so that the slow-client test is quick
 MAX_THREADS = 16  # explore.MAX_THREADS (explore.py is a script: tests do not import it)

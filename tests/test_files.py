@@ -8,8 +8,8 @@ import sys
 import pytest
 from PIL import Image
 
-import files
-from cli import UserError
+from fakefacegen import files
+from fakefacegen.cli import UserError
 
 
 def dead_pid():

@@ -4,10 +4,10 @@ import torch
 from PIL import Image
 
 import generate
-from cli import UserError
+from fakefacegen.cli import UserError
 from conftest import assert_one_line_error, run_script
-from network import Generator
-from sampling import render, sample_noise
+from fakefacegen.network import Generator
+from fakefacegen.sampling import render, sample_noise
 
 
 def test_the_same_seed_gives_the_same_face_whatever_n(tiny_run):

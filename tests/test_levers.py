@@ -6,14 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import diffaug
-import losses
-from checkpoint import make_optimizer
+from fakefacegen.training import diffaug
+from fakefacegen.training import losses
+from fakefacegen.checkpoint import make_optimizer
 from conftest import LinearCritic, TINY, assert_one_line_error, run_script
-from runs import read_metrics
-from network import Discriminator, MinibatchStdDev, init_dcgan
-from settings import DEFAULTS
-from training_step import d_update, ema_decay, lr_factor
+from fakefacegen.runs import read_metrics
+from fakefacegen.network import Discriminator, MinibatchStdDev, init_dcgan
+from fakefacegen.settings import DEFAULTS
+from fakefacegen.training.training_step import d_update, ema_decay, lr_factor
 
 
 def test_r1_is_the_squared_gradient_norm_at_real_images():

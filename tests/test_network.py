@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from network import RESOLUTIONS, Discriminator, Generator, init_dcgan
-from checkpoint import make_optimizer
-from settings import DEFAULTS
-from training_step import train_iteration
+from fakefacegen.network import RESOLUTIONS, Discriminator, Generator, init_dcgan
+from fakefacegen.checkpoint import make_optimizer
+from fakefacegen.settings import DEFAULTS
+from fakefacegen.training.training_step import train_iteration
 
 
 @pytest.mark.parametrize("res", RESOLUTIONS)

@@ -12,14 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-import diffaug
-import losses
+from fakefacegen.training import diffaug
+from fakefacegen.training import losses
 import train
-from checkpoint import make_optimizer
-from settings import DEFAULTS
-from training_step import train_iteration, update_ema
+from fakefacegen.checkpoint import make_optimizer
+from fakefacegen.settings import DEFAULTS
+from fakefacegen.training.training_step import train_iteration, update_ema
 from conftest import LinearCritic, REPO, TINY, assert_one_line_error, run_script
-from network import Discriminator, Generator, init_dcgan
+from fakefacegen.network import Discriminator, Generator, init_dcgan
 
 
 def test_gradient_penalty_matches_the_hand_computed_value():

@@ -18,16 +18,16 @@ import pytest
 import torch
 from PIL import Image
 
-import dataloader
-import files
-import image_files
-import network
-import packed
+from fakefacegen.data import dataloader
+from fakefacegen import files
+from fakefacegen.data import image_files
+from fakefacegen import network
+from fakefacegen.data import packed
 import preprocess
-from cli import UserError
+from fakefacegen.cli import UserError
 from conftest import REPO, SHARED, assert_one_line_error, run_script
-from image_files import BadImage, load_face
-from toyfaces import toyfaces
+from fakefacegen.data.image_files import BadImage, load_face
+from fakefacegen.data.toyfaces import toyfaces
 
 RED, GREEN, BLUE, WHITE, GREY = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (128, 128, 128)
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-import report
-import tensorboard_log
-from cli import UserError
-from runs import MetricsLog
+from fakefacegen.reports import report
+from fakefacegen.reports import tensorboard_log
+from fakefacegen.cli import UserError
+from fakefacegen.runs import MetricsLog
 
 NASTY = '<script>alert("x")</script> & co'  # a config value that must arrive as text, not as markup
 # (file name, width): each grid has its own width, so the page shows which one it loaded.

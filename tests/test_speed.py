@@ -8,14 +8,14 @@ import sys
 import pytest
 import torch
 
-import dataloader
-from bench import naive_iteration
+from fakefacegen.data import dataloader
+from benchmarks.bench import naive_iteration
 from conftest import REPO, TINY, assert_one_line_error, run_script
-from checkpoint import make_optimizer
-from cli import UserError
-from network import models_from_config
-from settings import DEFAULTS
-from training_step import d_update, native_bf16, speed_settings, train_iteration
+from fakefacegen.checkpoint import make_optimizer
+from fakefacegen.cli import UserError
+from fakefacegen.network import models_from_config
+from fakefacegen.settings import DEFAULTS
+from fakefacegen.training.training_step import d_update, native_bf16, speed_settings, train_iteration
 
 
 def losses_of(path):

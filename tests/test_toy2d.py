@@ -1,6 +1,6 @@
 import torch
 
-import toy2d
+from benchmarks import toy2d
 
 
 def test_mode_counting_tells_coverage_from_collapse():

@@ -12,15 +12,15 @@ import pytest
 import torch
 
 import train
-from checkpoint import TrainState, cpu_copy, save_checkpoint
-from cli import UserError
+from fakefacegen.checkpoint import TrainState, cpu_copy, save_checkpoint
+from fakefacegen.cli import UserError
 from conftest import REPO, TINY, assert_one_line_error, run_script
-from files import BackgroundWriter
-from inception import load_inception
-from network import Generator, init_dcgan
-from runs import MetricsLog
-from sampling import recalibrated_copy
-from settings import DEFAULTS, parse_settings, settings_from_checkpoint
+from fakefacegen.files import BackgroundWriter
+from fakefacegen.metrics.inception import load_inception
+from fakefacegen.network import Generator, init_dcgan
+from fakefacegen.runs import MetricsLog
+from fakefacegen.sampling import recalibrated_copy
+from fakefacegen.settings import DEFAULTS, parse_settings, settings_from_checkpoint
 
 LOSS_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
 
@@ -200,8 +200,8 @@ def test_checkpoint_writer_saves_the_state_of_the_moment_and_reports_errors(tmp_
 
 WRITE_FOREVER = """
 import sys, torch
-from checkpoint import cpu_copy, save_checkpoint
-from files import BackgroundWriter
+from fakefacegen.checkpoint import cpu_copy, save_checkpoint
+from fakefacegen.files import BackgroundWriter
 writer = BackgroundWriter()
 for i in range(100_000):
     writer.submit(save_checkpoint, [sys.argv[1]], cpu_copy({"w": torch.full((4_000_000,), float(i)), "i": i}))

@@ -1,0 +1,1 @@
+"""Editing faces in latent space: SeFa and attribute directions, the attribute probe, the explorer's page."""

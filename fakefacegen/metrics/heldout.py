@@ -1,0 +1,202 @@
+"""The held-out quality protocol's data: which photos of a shared sample a set trains on and which faces it is
+measured against (the fid_reference folders, never trained on), the check that a run's data keeps clear of
+them, the training split packed once, and FID and KID of a checkpoint against the held-out faces.
+
+The reference folders are the first N photos of the sample sorted by name, saved under the same stem and cut
+as fid_reference/README.md says; held_out() checks both before anything is trained."""
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+from fakefacegen.cli import UserError
+from fakefacegen.metrics.fid import KID_SUBSET_SIZE, KID_SUBSETS, frechet_distance, kernel_inception_distance, stats_of_features
+from fakefacegen.metrics.fid_sources import open_source, stats_of_source
+from fakefacegen.data.image_files import CELEBA_BOX, crop_label, find_images
+from fakefacegen.data.packed import build_dataset, is_packed
+from fakefacegen.data.photo_packing import chunk_size, default_workers, list_source, run_chunks
+from fakefacegen.data.toyfaces import TOYFACES
+
+CONTENT_CHECKS = 8  # reference faces per folder compared with the photo they were cut from
+CONTENT_TOLERANCE = 1.0  # mean absolute difference in 0..255: another JPEG decoder, not another photo
+
+
+@dataclass(frozen=True)
+class ProtocolSet:
+    """A protocol set: `source` (under the shared folder) holds the photos, `references` (folders under
+    fid_reference/) the held-out faces; the rest of `source` is packed with `crop` at `res` to train on.
+    reference_box: the box the references were cut from each photo before the bicubic resize to res (None:
+    not cut nor resized)."""
+    name: str
+    source: str
+    references: tuple
+    crop: str
+    reference_box: tuple
+    res: int
+
+
+SETS = {s.name: s for s in (
+    ProtocolSet("celeba64", "data/celeba_sample", ("celeba_a", "celeba_b"), "celeba", CELEBA_BOX, 64),
+    ProtocolSet("anime64", "data/anime_sample", ("anime_a",), "none", None, 64),
+)}
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A set as found in one shared folder: the held-out reference files and the photos left to train on."""
+    pset: ProtocolSet
+    source: Path
+    folders: list
+    references: list  # the reference files, folder after folder, each folder sorted
+    stems: frozenset  # their names without extension: the photos they were cut from
+    train_names: list  # the source's other photos, sorted, as names relative to it
+
+
+def stem(name):
+    """The file name without folders or extension: what a reference face and its photo share."""
+    return PurePosixPath(str(name).replace("\\", "/")).stem
+
+
+def held_out(shared, pset):
+    """The set in `shared` (the folder holding data/ and fid_reference/), checked: the references are the
+    first photos of the source in sorted order, by name and by content."""
+    shared = Path(shared)
+    folders = [shared / "fid_reference" / name for name in pset.references]
+    for folder in (shared / pset.source, *folders):
+        if not folder.is_dir():
+            raise UserError(f"{folder} not found: give --shared, the folder that holds data/ and fid_reference/")
+    references = [path for folder in folders for path in find_images(folder)]
+    names = sorted(list_source(shared / pset.source))
+    stems = [stem(path) for path in references]
+    first = {stem(name): name for name in names[:len(stems)]}
+    if len(set(stems)) != len(stems) or set(stems) != set(first):
+        odd = sorted(set(stems) ^ set(first))[0] if set(stems) != set(first) else "a name held twice"
+        raise UserError(f"the {len(stems)} faces of {', '.join(map(str, folders))} are not the first "
+                        f"{len(stems)} photos of {shared / pset.source} sorted by name ({odd}), as "
+                        "fid_reference/README.md says: the held-out split cannot be trusted")
+    for path in spread(references, CONTENT_CHECKS * len(folders)):
+        check_cut_from(path, shared / pset.source / first[stem(path)], pset)
+    return HeldOut(pset, shared / pset.source, folders, references, frozenset(stems), names[len(stems):])
+
+
+def spread(items, count):
+    """`count` items spread evenly over the list, first and last included."""
+    if len(items) <= count:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
+
+
+def check_cut_from(reference, photo, pset):
+    """The reference face is its photo cut as fid_reference/README.md says (UserError if it is another)."""
+    with Image.open(photo) as image:
+        expected = image.convert("RGB")
+    if pset.reference_box is not None:
+        expected = expected.crop(pset.reference_box).resize((pset.res, pset.res), Image.BICUBIC)
+    with Image.open(reference) as image:
+        found = np.asarray(image.convert("RGB"), dtype=np.int16)
+    expected = np.asarray(expected, dtype=np.int16)
+    if found.shape != expected.shape or np.abs(found - expected).mean() > CONTENT_TOLERANCE:
+        raise UserError(f"{reference} is not {photo} cut as fid_reference/README.md says: the reference "
+                        "folders do not match the photos of that name, so the held-out split cannot be trusted")
+
+
+# ---------------------------------------------------------------------------------------------- training split
+
+def split_dir(pset):
+    """Where the set's training split is packed, relative to where the command runs (beside outputs/)."""
+    return Path("data") / "protocol" / f"{pset.name}-train"
+
+
+def split_is_current(out, held):
+    """Whether `out` already holds the split: these photos, with this crop and resolution."""
+    if not is_packed(out):
+        return False
+    try:
+        meta = json.loads((out / "dataset.json").read_text())
+        read = list(meta["files"]) + [skip["file"] for skip in meta["skipped"]]
+        return meta["res"] == held.pset.res and meta["crop"] == crop_label(held.pset.crop) \
+            and sorted(read) == held.train_names
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # packed again below
+
+
+def ensure_split(held, workers=None):
+    """The set's training split, packed once into split_dir() (every core decoding) and reused after."""
+    out, names, pset = split_dir(held.pset), held.train_names, held.pset
+    if split_is_current(out, held):
+        print(f"training split: {out} ({len(names)} photos of {held.source}, none held out)")
+        return out
+    workers = workers or default_workers()
+    size = chunk_size(len(names), pset.res, workers)
+    tasks = [(str(held.source), names[i:i + size], pset.res, pset.crop, True) for i in range(0, len(names), size)]
+    meta = {"crop": crop_label(pset.crop), "source": str(held.source),
+            "held_out": [str(folder) for folder in held.folders]}
+    kept, skipped = build_dataset(out, True, pset.res, len(names), run_chunks(tasks, min(workers, len(tasks))),
+                                  meta, preview=True, desc=f"{pset.name} split", src=held.source)
+    print(f"training split: packed {len(kept)} photos of {held.source} into {out} (skipped {len(skipped)}), "
+          f"leaving out the {len(held.stems)} held-out ones")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the check
+
+def files_of_data(data):
+    """The photos a run's --data was made of (names relative to the data or its source); [] for the toy
+    faces. UserError where that cannot be told: a refusal, since an unknown set may hold the references."""
+    if data in (None, "", TOYFACES):
+        return []
+    root = Path(data)
+    if is_packed(root):
+        try:
+            files = json.loads((root / "dataset.json").read_text()).get("files")
+        except (OSError, ValueError, AttributeError):
+            files = None
+        if not isinstance(files, list):
+            raise UserError(f"{data}/dataset.json does not list the photos it was packed from, so it cannot be "
+                            "told apart from the held-out faces: pack it again with preprocess.py")
+        return files
+    if root.is_dir():
+        return [path.relative_to(root).as_posix() for path in find_images(root)]
+    raise UserError(f"{data} is neither a packed dataset nor a folder of images, so it cannot be told apart from "
+                    "the held-out faces")
+
+
+def check_trained_apart(what, data, held):
+    """Refuse (UserError) a run whose data holds any held-out photo: its FID against them would flatter it."""
+    overlap = [name for name in files_of_data(data) if stem(name) in held.stems]
+    if overlap:
+        raise UserError(f"{what} trains on {data}, which holds {len(overlap)} of the {len(held.stems)} held-out "
+                        f"reference photos (first: {overlap[0]}): measured against them it would flatter itself; "
+                        f"train on the protocol's split {split_dir(held.pset)} (drop --data)")
+
+
+def steps_for_images(images, cfg):
+    """Iterations for a budget of `images` real images seen by D under the settings cfg (batch_size x
+    d_steps images per iteration), rounded up."""
+    return math.ceil(images / (cfg["batch_size"] * cfg["d_steps"]))
+
+
+# ---------------------------------------------------------------------------------------------- FID
+
+def reference_stats(held, n, inception, device):
+    """FID statistics of the first n held-out faces, folder after folder (each folder's features cached)."""
+    features = []
+    for folder in held.folders:
+        wanted = n - sum(len(f) for f in features)
+        if wanted > 0:
+            source, _ = open_source(str(folder), wanted, held.pset.res, 0, device)
+            features.append(stats_of_source(source, inception, device, desc=f"held-out {folder.name}")["features"])
+    return stats_of_features(np.concatenate(features), f"held-out {held.pset.name}")
+
+
+def fid_against(ckpt, real, n, inception, device):
+    """FID and KID of n samples (seeds 0..n-1) of a checkpoint's G_eval against `real`, by the functions
+    evaluate_fid.py measures with: (fid, kid dict)."""
+    fake, _ = open_source(str(ckpt), n, None, 0, device, checkpoint=True)
+    stats = stats_of_source(fake, inception, device, desc="fake features")
+    fid = frechet_distance(stats["mu"], stats["sigma"], real["mu"], real["sigma"])
+    kid = kernel_inception_distance(stats["features"], real["features"], KID_SUBSETS, KID_SUBSET_SIZE, 0, device)
+    return fid, kid

@@ -1,0 +1,1 @@
+"""What a person looks at: figures, report.html, TensorBoard logs, and runs compared side by side."""
