@@ -14,70 +14,52 @@ API: GET /api/info; GET /api/face?seed=S (a plain sample, PNG); POST /api/render
 {"seed": S, "seed_b": S2, "t": 0..1, "sefa": [alpha, ...], "vectors": {"name": strength}} (PNG);
 POST /api/vector with {"name": N, "positive": [seeds], "negative": [seeds]} (builds and saves a vector).
 
-Any web page the user visits can send requests to 127.0.0.1, so every request must name this server in its Host
-header (a DNS-rebound name does not) and carry the token drawn at launch: in the printed URL (?token=) for the
-page, in an X-Explore-Token header for the API. A write must also be Content-Type: application/json and, when it
-has an Origin, come from this server's origin. A client gets --read-timeout seconds to send each request, and at
-most MAX_THREADS connections are served at once, so slow clients cannot hold the server.
+The server checks every request's Host and launch token, and where writes come from
+(fakefacegen/editing/explore_server.py); this file holds what it serves.
 """
-import hmac
 import io
-import ipaddress
-import json
-import math
 import re
-import secrets
-import socket
 import sys
 import threading
-import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import torch
 from PIL import Image
 
 from fakefacegen.checkpoint import load_generator
 from fakefacegen.cli import SEED_MAX, ArgumentParser, UserError, resolve_device, run
-from fakefacegen.editing.latent_directions import (NAME_PATTERN, attribute_vector, check_name, check_seed,
-                               default_latent_dir, first_layer_weight, list_vectors, load_sefa, load_vector,
-                               save_vector, sefa, vector_path)
+from fakefacegen.editing.explore_server import (
+    HOST,
+    PAGES,
+    BadRequest,
+    ExploreServer,
+    SecureHandler,
+    listen_address,
+    number,
+    query_fields,
+)
+from fakefacegen.editing.latent_directions import (
+    NAME_PATTERN,
+    attribute_vector,
+    check_name,
+    check_seed,
+    default_latent_dir,
+    first_layer_weight,
+    list_vectors,
+    load_sefa,
+    load_vector,
+    save_vector,
+    sefa,
+    vector_path,
+)
 from fakefacegen.runs import run_of_checkpoint
 from fakefacegen.sampling import render, sample_noise, slerp
 
 PAGE = Path(__file__).resolve().parent / "fakefacegen" / "editing" / "explore.html"
-HOST = "127.0.0.1"  # the default: this machine only, since the page can write files in the run's folder
 ALPHA_MAX = 6.0  # SeFa sliders, in standard deviations of z (the directions have unit norm)
 STRENGTH_MAX = 3.0  # attribute sliders, in multiples of the saved vector
-MAX_BODY = 64 * 1024
-MAX_DRAIN = 1024 * 1024  # a larger body is refused unread
 MAX_LABELLED = 1000  # seeds per side when building a vector
-MAX_THREADS = 16  # connections served at once; the next ones wait in the listen queue
-PAGES = ("/", "/index.html")
-TOKEN_HEADER = "X-Explore-Token"
-
-
-class BadRequest(Exception):
-    """A request the page should not have sent: answered with `status` and a one-line message."""
-
-    def __init__(self, message, status=HTTPStatus.BAD_REQUEST):
-        super().__init__(message)
-        self.status = status
-
-
-def number(value, what, low, high):
-    """A finite JSON number within [low, high], else BadRequest."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadRequest(f"{what} must be a number")
-    try:
-        value = float(value)  # a JSON integer may be too big for a float
-    except OverflowError:
-        value = math.inf
-    if not math.isfinite(value) or not low <= value <= high:
-        raise BadRequest(f"{what} must be from {low:g} to {high:g}, not {value:g}")
-    return value
 
 
 def seed_value(value, what="seed"):
@@ -94,39 +76,6 @@ def vector_name(value):
         return check_name(value)
     except UserError as err:
         raise BadRequest(str(err)) from None
-
-
-def query_fields(url, most):
-    """The URL's query as {name: [values]}; more than `most` fields is a 400 (parse_qs raises ValueError)."""
-    try:
-        return parse_qs(url.query, max_num_fields=most)
-    except ValueError:
-        raise BadRequest(f"at most {most} query fields") from None
-
-
-class DeadlineReader(io.RawIOBase):
-    """The connection's bytes under one deadline per request rather than a timeout per recv, which a client
-    sending a header line every few seconds would restart forever."""
-
-    def __init__(self, sock, seconds):
-        super().__init__()
-        self.sock, self.seconds, self.deadline = sock, seconds, math.inf
-
-    def start(self):
-        self.deadline = time.monotonic() + self.seconds
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"the request took over {self.seconds:g} s")
-        self.sock.settimeout(left)
-        try:
-            return self.sock.recv_into(buffer)
-        finally:
-            self.sock.settimeout(self.seconds)  # the answer's writes get the full time again
 
 
 class Explorer:
@@ -214,89 +163,17 @@ class Explorer:
         return {"name": name, "norm": round(vector.norm().item(), 4), "vectors": self.vector_names()}
 
 
-class Handler(BaseHTTPRequestHandler):
-    """Routes by exact path; the request path never names a file, so nothing else on disk can be read."""
+class Routes(SecureHandler):
+    """The page and the API, by exact path."""
 
-    server_version = "FakeFaceGenExplore/1"
+    POST_PATHS = ("/api/render", "/api/vector")
 
-    def setup(self):
-        self.timeout = self.server.read_timeout  # for writes; reads get the request's deadline
-        super().setup()
-        self.rfile.close()  # replaced below; left open, it would keep the socket open after close()
-        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self.timeout))
-
-    def handle_one_request(self):
-        self.rfile.raw.start()  # the wait for the request counts too: an idle connection is closed
-        super().handle_one_request()  # a TimeoutError while reading the headers closes the connection
-
-    def do_GET(self):
-        self.dispatch(self.get)
-
-    def do_POST(self):
-        self.dispatch(self.post)
-
-    def do_other(self):
-        self.dispatch(self.refuse)
-
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_other  # OPTIONS refused: no CORS preflight succeeds
-
-    def dispatch(self, route):
-        try:
-            body = self.read_body()  # first, even for a request refused: unread bytes can cost the answer
-            url = self.target()
-            self.check_access(url)
-            route(url, body)
-        except BadRequest as err:
-            self.send(err.status, json.dumps({"error": str(err)}).encode(), "application/json")
-        except Exception as err:  # a bug must not stop the server: report it and keep serving
-            print(f"explore: {type(err).__name__}: {err}", file=sys.stderr)
-            self.send(HTTPStatus.INTERNAL_SERVER_ERROR, b'{"error": "internal error"}', "application/json")
-
-    def target(self):
-        """The request's URL, which must be a path: an absolute URL could name another host than Host."""
-        try:
-            url = urlsplit(self.path)
-        except ValueError:  # e.g. an unclosed [ taken for an IPv6 address
-            url = None
-        if url is None or url.scheme or url.netloc or not url.path.startswith("/"):
-            raise BadRequest("the request target must be a path such as /api/info")
-        return url
-
-    def check_access(self, url):
-        """This server's Host (a DNS-rebound name is another) and this launch's token, on every request."""
-        hosts = self.headers.get_all("Host") or []
-        if len(hosts) != 1 or hosts[0].lower() not in self.server.hosts:
-            raise BadRequest(f"this server answers to Host {' or '.join(self.server.hosts)} only",
-                             HTTPStatus.FORBIDDEN)
-        if not self.server.token_matches(self.token_of(url)):
-            raise BadRequest("wrong or missing token: open the URL explore.py printed (it ends in ?token=...)",
-                             HTTPStatus.FORBIDDEN)
-
-    def token_of(self, url):
-        """The page's fetches send the header; the page itself is opened from the printed URL."""
-        if self.headers.get(TOKEN_HEADER) is None and url.path in PAGES:
-            values = query_fields(url, 16).get("token", [])
-            return values[0] if len(values) == 1 else ""
-        return self.headers.get(TOKEN_HEADER, "")
-
-    def check_write(self):
-        """A write must come from the page: an HTML form or a no-cors fetch from another site can send neither
-        this content type nor (browsers set it) this Origin."""
-        origin = self.headers.get("Origin")
-        if origin is not None and origin.lower() != f"http://{self.headers['Host'].lower()}":
-            raise BadRequest("writes from another origin are refused", HTTPStatus.FORBIDDEN)
-        if self.headers.get_content_type() != "application/json":
-            raise BadRequest("a write must be Content-Type: application/json", HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
-
-    def refuse(self, url, body):
-        raise BadRequest("use GET or POST", HTTPStatus.METHOD_NOT_ALLOWED)
-
-    def get(self, url, body):
+    def get(self, url):
         app = self.server.app
         if url.path in PAGES:
             self.send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8")
         elif url.path == "/api/info":
-            self.send(HTTPStatus.OK, json.dumps(app.info()).encode(), "application/json")
+            self.send_json(app.info())
         elif url.path == "/api/face":
             query = query_fields(url, 4)
             if list(query) != ["seed"] or len(query["seed"]) != 1:
@@ -308,20 +185,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             raise BadRequest("not found", HTTPStatus.NOT_FOUND)
 
-    def post(self, url, read):
+    def post(self, url, body):
         app = self.server.app
-        self.check_write()
-        body, too_big = read
-        if url.path not in ("/api/render", "/api/vector"):
-            raise BadRequest("not found", HTTPStatus.NOT_FOUND)
-        if body is None:
-            raise BadRequest("a JSON body with a Content-Length is needed", HTTPStatus.LENGTH_REQUIRED)
-        if too_big:
-            raise BadRequest(f"the body must be at most {MAX_BODY} bytes", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-        try:
-            body = json.loads(body)
-        except (ValueError, RecursionError):  # RecursionError: [[[[...]]]] nested thousands deep
-            raise BadRequest("the body is not valid JSON") from None
         if url.path == "/api/render":
             self.send(HTTPStatus.OK, app.png(app.latent_of(body)), "image/png")
         else:
@@ -329,96 +194,7 @@ class Handler(BaseHTTPRequestHandler):
                 summary = app.build_vector(body)
             except UserError as err:
                 raise BadRequest(str(err)) from None
-            self.send(HTTPStatus.OK, json.dumps(summary).encode(), "application/json")
-
-    def read_body(self):
-        """(body bytes, or None without a Content-Length; too_big). A body over MAX_BODY is read and dropped
-        (up to MAX_DRAIN) so that the answer reaches the client; a larger one is left unread. A body cut short,
-        or late past the request's deadline, is a 400 or 408 and ends the connection."""
-        try:
-            length = max(int(self.headers["Content-Length"]), 0)
-        except (TypeError, ValueError):
-            return None, False
-        if length > MAX_DRAIN:
-            self.close_connection = True
-            return b"", True
-        try:
-            body = self.rfile.read(length)
-        except TimeoutError:
-            self.close_connection = True
-            raise BadRequest(f"the body took over {self.timeout:g} s to arrive", HTTPStatus.REQUEST_TIMEOUT) \
-                from None
-        if len(body) < length:
-            self.close_connection = True
-            raise BadRequest("the body is shorter than its Content-Length")
-        if length > MAX_BODY:
-            self.close_connection = True
-            return b"", True
-        return body, False
-
-    def send(self, status, body, content_type):
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")  # a restart may serve another checkpoint on this port
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format, *args):
-        if self.server.verbose:
-            super().log_message(format, *args)
-
-
-class ExploreServer(ThreadingHTTPServer):
-    """One thread per connection, at most MAX_THREADS at once; the Host names and token it accepts."""
-
-    daemon_threads = True
-    request_queue_size = 64  # connections waiting for a thread; the default 5 would refuse a page's burst
-
-    def __init__(self, port, app, verbose=False, read_timeout=10.0, host=HOST):
-        self.address_family, loopback = listen_address(host)
-        super().__init__((host, port), Handler)
-        self.app, self.verbose, self.read_timeout = app, verbose, read_timeout
-        self.token = secrets.token_urlsafe(24)
-        self.threads = threading.BoundedSemaphore(MAX_THREADS)
-        port = self.server_address[1]
-        name = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL and a Host header
-        also = (f"127.0.0.1:{port}", f"localhost:{port}") if loopback else ()  # other names of this machine
-        self.hosts = tuple(dict.fromkeys([f"{name.lower()}:{port}", *also]))
-        self.url = f"http://{name}:{port}/?token={self.token}"
-
-    def token_matches(self, token):
-        return hmac.compare_digest(token.encode(), self.token.encode())  # in constant time: no guessing by timing
-
-    def process_request(self, request, client_address):
-        self.threads.acquire()  # when all are busy, wait: a slow client frees its thread within read_timeout
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.threads.release()
-            raise
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.threads.release()
-
-
-def listen_address(host):
-    """(address family, whether every address of `host` is loopback); a wildcard is refused: a request must name
-    the server in its Host header, and 0.0.0.0 is the name of no server."""
-    if host in ("", "0.0.0.0", "::", "*"):
-        raise UserError(f"--host {host!r} would listen on every interface, but the server answers only requests "
-                        "addressed to the name it listens on: give this machine's address on one network, e.g. "
-                        "--host 192.168.1.20")
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise UserError(f"--host {host}: no such address or name on this machine's network") from None
-    loopback = all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
-    return infos[0][0], loopback
+            self.send_json(summary)
 
 
 def build_parser():
@@ -449,7 +225,7 @@ def main(argv=None):
     device = resolve_device(args.device)
     app = Explorer(args.ckpt, device, args.latent_dir or default_latent_dir(args.ckpt), args.k)
     try:
-        server = ExploreServer(args.port, app, args.verbose, args.read_timeout, args.host)
+        server = ExploreServer(args.port, Routes, app, args.verbose, args.read_timeout, args.host)
     except OSError as err:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({err.strerror}): pass another --port, or 0 "
                         "for any free one") from None
