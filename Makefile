@@ -1,7 +1,7 @@
 # make setup: set up .venv with what running needs (requirements.txt).
 # make demo: set up .venv, train on the built-in toy faces, draw a grid and an interpolation, measure FID,
 #            export the generator; outputs/demo/report.html shows the run.
-# make test: set up .venv with the test tools too (requirements-dev.txt), run the test suite.
+# make test: set up .venv with the test tools too (requirements-dev.txt), run ruff and the test suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -52,6 +52,7 @@ browser:
 		echo "note: could not install chromium; the browser test will skip"
 
 test: dev-setup browser
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 clean-demo:

@@ -16,12 +16,23 @@ import numpy as np
 
 from fakefacegen.checkpoint import load_generator
 from fakefacegen.cli import ArgumentParser, UserError, integer, number, resolve_device, run
-from fakefacegen.reports.comparison import (exit_if_failed, images_seen, markdown_table, parse_with_extra, plot, read_run, run_config,
-                        run_names, sample_sheet, stop_on_sigterm, train_one)
-from fakefacegen.metrics.fid import FID_N_MAX
-from fakefacegen.metrics.fid_sources import FidMeter
 from fakefacegen.files import write_json, write_text
+from fakefacegen.metrics.fid_sources import FidMeter
+from fakefacegen.reports.comparison import (
+    exit_if_failed,
+    images_seen,
+    markdown_table,
+    parse_with_extra,
+    plot,
+    read_run,
+    run_config,
+    run_names,
+    sample_sheet,
+    stop_on_sigterm,
+    train_one,
+)
 from fakefacegen.runs import checkpoint_dir, fid_real_set
+from fakefacegen.settings import FID_N_MAX
 
 
 def build_parser():

@@ -16,13 +16,21 @@ import sys
 import time
 
 from fakefacegen.cli import SEED, ArgumentParser, UserError, integer, resolve_device, run
-from fakefacegen.metrics.fid import (DEFAULT_N, FID_N_MAX, KID_SUBSET_SIZE, KID_SUBSET_SIZE_MAX, KID_SUBSETS, frechet_distance,
-                 kernel_inception_distance, save_stats)
-from fakefacegen.metrics.fid_sources import open_source, stats_of_source
 from fakefacegen.files import write_json
+from fakefacegen.metrics.fid import (
+    DEFAULT_N,
+    KID_SUBSET_SIZE,
+    KID_SUBSET_SIZE_MAX,
+    KID_SUBSETS,
+    frechet_distance,
+    kernel_inception_distance,
+    save_stats,
+)
+from fakefacegen.metrics.fid_sources import open_source, stats_of_source
 from fakefacegen.metrics.inception import BATCH_SIZE, load_inception
 from fakefacegen.metrics.precision_recall import PR_K, precision_recall
 from fakefacegen.runs import training_data
+from fakefacegen.settings import FID_N_MAX
 
 
 def build_parser():

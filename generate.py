@@ -18,8 +18,8 @@ from fakefacegen.checkpoint import generator_from_state, load_checkpoint
 from fakefacegen.cli import SEED, ArgumentParser, UserError, check_seeds, integer, resolve_device, run
 from fakefacegen.export import check_export_target, write_export
 from fakefacegen.files import atomic_path, save_png
-from fakefacegen.runs import output_dir, run_of_checkpoint
 from fakefacegen.grids import grid_image
+from fakefacegen.runs import output_dir, run_of_checkpoint
 from fakefacegen.sampling import interpolation_latents, render, sample_noise
 
 INTERP_FRAMES = 12  # frames between two seeds

@@ -23,14 +23,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fakefacegen.editing.attribute_probe import (PROBE_HOLDOUT, fit_probe, generated_features, image_features, labelled_real_images,
-                             make_featurizer, probe_probability)
 from fakefacegen.checkpoint import load_generator
-from fakefacegen.cli import SEED, ArgumentParser, UserError, check_seeds, integer, number, resolve_device, run, seed_list
+from fakefacegen.cli import (
+    SEED,
+    ArgumentParser,
+    UserError,
+    check_seeds,
+    integer,
+    number,
+    resolve_device,
+    run,
+    seed_list,
+)
+from fakefacegen.editing.attribute_probe import (
+    PROBE_HOLDOUT,
+    fit_probe,
+    generated_features,
+    image_features,
+    labelled_real_images,
+    make_featurizer,
+    probe_probability,
+)
+from fakefacegen.editing.latent_directions import (
+    attribute_vector,
+    check_name,
+    check_seed,
+    default_latent_dir,
+    first_layer_weight,
+    load_vector,
+    save_sefa,
+    save_vector,
+    sefa,
+)
 from fakefacegen.files import save_png
 from fakefacegen.grids import grid_image
-from fakefacegen.editing.latent_directions import (attribute_vector, check_name, check_seed, default_latent_dir, first_layer_weight,
-                               load_vector, save_sefa, save_vector, sefa)
 from fakefacegen.runs import training_data
 from fakefacegen.sampling import render, sample_noise
 

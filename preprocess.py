@@ -15,10 +15,10 @@ import time
 
 from fakefacegen.cli import SEED, ArgumentParser, UserError, integer, run
 from fakefacegen.data.image_files import CELEBA_BOX, parse_crop
-from fakefacegen.network import RESOLUTIONS
 from fakefacegen.data.packed import build_dataset
 from fakefacegen.data.photo_packing import chunk_size, default_workers, pack_source
 from fakefacegen.data.toyfaces import TOYFACES, toyfaces
+from fakefacegen.network import RESOLUTIONS
 
 
 def pack_synthetic(count, out, res, seed=0, force=False, preview=False):

@@ -23,15 +23,34 @@ from pathlib import Path
 import numpy as np
 
 from fakefacegen.cli import ArgumentParser, UserError, integer, resolve_device, run, seed_list
-from fakefacegen.reports.comparison import (EPOCHS_WITHOUT_END, exit_if_failed, images_seen, markdown_table, parse_with_extra, plot,
-                        read_run, run_config, run_names, sample_sheet, stop_on_sigterm, train_one)
-from fakefacegen.metrics.fid import FID_N_MAX
 from fakefacegen.files import write_json, write_text
-from fakefacegen.metrics.heldout import (SETS, check_trained_apart, ensure_split, fid_against, held_out, reference_stats, split_dir,
-                     steps_for_images)
+from fakefacegen.metrics.heldout import (
+    SETS,
+    check_trained_apart,
+    ensure_split,
+    fid_against,
+    held_out,
+    reference_stats,
+    split_dir,
+    steps_for_images,
+)
 from fakefacegen.metrics.inception import load_inception
+from fakefacegen.reports.comparison import (
+    EPOCHS_WITHOUT_END,
+    exit_if_failed,
+    images_seen,
+    markdown_table,
+    parse_with_extra,
+    plot,
+    read_run,
+    run_config,
+    run_names,
+    sample_sheet,
+    stop_on_sigterm,
+    train_one,
+)
 from fakefacegen.runs import checkpoint_dir
-from fakefacegen.settings import parse_settings
+from fakefacegen.settings import FID_N_MAX, parse_settings
 
 REPO = Path(__file__).resolve().parent
 BUDGET_FREE = ["--max-steps", "0", "--max-minutes", "0"]  # a config's own budget gives way to the protocol's
@@ -63,8 +82,8 @@ def plan_runs(args, held, split, extra):
             flags = ["--data", str(split), "--res", str(held.pset.res), "--seed", str(seed), *extra]
             # Parsed as train.py will parse them: the budget flags train_one adds, then these, the user's last.
             cfg, _ = parse_settings(["--config", config, "--epochs", str(EPOCHS_WITHOUT_END), *BUDGET_FREE, *flags], "")
-            wanted = {"res": held.pset.res, "seed": seed, "epochs": EPOCHS_WITHOUT_END, "max_steps": 0, "max_minutes": 0,
-                      "run": "", "resume": ""}
+            wanted = {"res": held.pset.res, "seed": seed, "epochs": EPOCHS_WITHOUT_END, "max_steps": 0,
+                      "max_minutes": 0, "run": "", "resume": ""}
             for key, value in wanted.items():
                 if cfg[key] != value:
                     raise UserError(f"{config}{' with the flags after --' if extra else ''} sets {key} = "
@@ -113,7 +132,8 @@ def summary(config, runs):
            max(r["images_seen"] for r in runs), f"{np.mean([r['train_seconds'] for r in runs]) / 60:.1f}",
            mean_sd(fids, 2), " / ".join(f"{f:.2f}" for f in fids) + ("; " if fids and failed else "")
            + "; ".join(failed), mean_sd(kids, 4)]
-    return row, {"config": config, "seeds": [r["seed"] for r in runs], "fid_mean": float(np.mean(fids)) if fids else None,
+    return row, {"config": config, "seeds": [r["seed"] for r in runs],
+                 "fid_mean": float(np.mean(fids)) if fids else None,
                  "fid_sd": float(np.std(fids, ddof=1)) if len(fids) > 1 else None, "fids": fids, "kids": kids}
 
 

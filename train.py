@@ -12,22 +12,30 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from fakefacegen.data import dataloader
-from fakefacegen.checkpoint import TrainState, cpu_copy, load_training_checkpoint, save_checkpoint
+from fakefacegen.checkpoint import cpu_copy, load_training_checkpoint, save_checkpoint
 from fakefacegen.cli import UserError, run
 from fakefacegen.collapse import CollapseWatch, data_spread
-from fakefacegen.training.distributed import Distributed
+from fakefacegen.data.training_data import TrainingData
 from fakefacegen.files import BackgroundWriter, save_png, write_json
+from fakefacegen.grids import grid_image
 from fakefacegen.metrics.fid_sources import FidMeter
 from fakefacegen.reports.plots import plot_fid, plot_losses
 from fakefacegen.reports.report import environment, write_report
-from fakefacegen.runs import METRICS, MetricsLog, checkpoint_dir, default_run_name, fid_real_set, find_resume_checkpoint, output_dir
-from fakefacegen.grids import grid_image
+from fakefacegen.reports.tensorboard_log import TensorBoardLog, summary_writer_class
+from fakefacegen.runs import (
+    MetricsLog,
+    checkpoint_dir,
+    default_run_name,
+    fid_real_set,
+    find_resume_checkpoint,
+    output_dir,
+)
 from fakefacegen.sampling import render
 from fakefacegen.settings import parse_settings, settings_from_checkpoint
-from fakefacegen.data.toyfaces import TOYFACES
-from fakefacegen.reports.tensorboard_log import TensorBoardLog
-from fakefacegen.training.training_step import TrainingStep, check_speed_flags, describe_speed
+from fakefacegen.training.distributed import Distributed
+from fakefacegen.training.speed import check_speed_flags, describe_speed
+from fakefacegen.training.state import TrainState
+from fakefacegen.training.step import METRICS, TrainingStep
 
 
 def main(argv=None):
@@ -44,9 +52,12 @@ def train(cfg, given, world):
     state, resumed = start_state(cfg, given, world)
     cfg = state.cfg
     check_speed_flags(cfg, world.device, world.size)
+    if cfg["tensorboard"]:
+        summary_writer_class()  # a missing package stops the run here, in one line, before anything is written
     data = TrainingData(cfg, world)
     step = TrainingStep(state, world, planned_iterations(cfg, data))
-    outputs = Outputs(cfg, world, resume_step=state.step if resumed else None, data_spread=data.spread)
+    outputs = Outputs(cfg, world, resume_step=state.step if resumed else None,
+                      data_spread=data_spread(data.dataset, cfg["seed"]) if world.main else None)
     clock, stop = Clock(outputs.log.elapsed if outputs.log else 0.0), StopRequest()
     if world.main:
         announce(cfg, data, step, outputs, world)
@@ -74,8 +85,9 @@ def train(cfg, given, world):
 
 def announce(cfg, data, step, outputs, world):
     """The line a run starts with: its data, device, speed settings and where it writes."""
-    print(f"{data.description}; run {cfg['run']} on {world.device}" + (f" x {world.size} processes" if world.size > 1
-          else "") + f" ({describe_speed(step.speed)}); outputs in {outputs.out_dir}/, checkpoints in {outputs.ckpt_dir}/")
+    processes = f" x {world.size} processes" if world.size > 1 else ""
+    print(f"{data.description}; run {cfg['run']} on {world.device}{processes} ({describe_speed(step.speed)}); "
+          f"outputs in {outputs.out_dir}/, checkpoints in {outputs.ckpt_dir}/")
     if step.speed["cuda_graph_off"]:
         print(f"CUDA graph: {step.speed['cuda_graph_off']}")
 
@@ -107,51 +119,6 @@ def planned_iterations(cfg, data):
     per_epoch = len(data.dataset) // cfg["batch_size"] // cfg["d_steps"]
     total = per_epoch * cfg["epochs"]
     return min(total, cfg["max_steps"]) if cfg["max_steps"] else total
-
-
-class TrainingData:
-    """The dataset, where its batches come from (the device, or loader workers) and images skipped so far."""
-
-    def __init__(self, cfg, world):
-        self.cfg, self.world = cfg, world
-        self.dataset = dataloader.open_dataset(cfg["data"], cfg["res"], cfg["seed"], cfg["toy_size"])
-        per_iteration = cfg["batch_size"] * cfg["d_steps"]
-        if len(self.dataset) < per_iteration:
-            raise UserError(f"{self.dataset.description}: fewer images than one iteration needs ({per_iteration}); "
-                            "lower --batch-size or --d-steps")
-        if world.size > 1 and isinstance(self.dataset, dataloader.ImageFolder):
-            # An undecodable file would leave one rank with a shorter batch and the ranks out of step.
-            raise UserError("under torchrun, --data must be a packed dataset: pack the folder with preprocess.py")
-        if cfg["data_on_device"] == "on" and isinstance(self.dataset, dataloader.ImageFolder):
-            raise UserError("--data-on-device on needs a packed dataset (preprocess.py) or toyfaces, not a folder")
-        on_device = cfg["data_on_device"] == "on" or (cfg["data_on_device"] == "auto"
-                                                      and dataloader.fits_on_device(self.dataset, world.device))
-        if world.main and cfg["data"] == TOYFACES:
-            print("training on the built-in toy faces (--data PATH trains on real images)")
-        self.device_images = dataloader.load_to_device(self.dataset, world.device) if on_device else None
-        self.loader = None if on_device else dataloader.BatchLoader(self.dataset, cfg["workers"])
-        where = "on the device" if on_device else f"through {cfg['workers']} loader workers"
-        self.description = f"{self.dataset.description}, read {where}"
-        self.skipped = 0
-        self.spread = data_spread(self.dataset, cfg["seed"]) if world.main else None  # collapse.py's yardstick
-
-    def epoch(self, epoch, start):
-        """(iterations in the epoch, an iterator over this rank's d_steps-batch groups from batch `start` on)."""
-        cfg = self.cfg
-        batches = [self.world.shard(b) for b in
-                   dataloader.epoch_batches(len(self.dataset), cfg["batch_size"], cfg["seed"], epoch)]
-        end = len(batches) // cfg["d_steps"] * cfg["d_steps"]  # a last partial group is dropped
-        loader = iter(dataloader.epoch_loader(self.device_images, self.loader, batches[start:end]))
-        return end // cfg["d_steps"], self.groups(loader, (end - start) // cfg["d_steps"])
-
-    def groups(self, loader, count):
-        for _ in range(count):
-            group = []
-            for _ in range(self.cfg["d_steps"]):
-                images, bad = next(loader)
-                self.skipped += bad
-                group.append(images)
-            yield group
 
 
 def train_epoch(state, step, data, outputs, clock, stop, world):
@@ -359,7 +326,8 @@ def farewell(state, outputs, data, stop):
     if data.skipped:
         print(f"skipped {data.skipped} images that could not be decoded")
     if stop.requested:
-        print(f"stopped at iteration {state.step}; continue with: python train.py --resume auto --run {state.cfg['run']}")
+        print(f"stopped at iteration {state.step}; continue with: "
+              f"python train.py --resume auto --run {state.cfg['run']}")
     else:
         print(f"done: {state.step} iterations; samples in {outputs.out_dir}/samples/, checkpoint "
               f"{outputs.ckpt_dir}/latest.pt")

@@ -1,6 +1,6 @@
 """Time DCGAN training iterations: FakeFaceGen's loop against the textbook loop, in one process, on one device.
 
-    python -m benchmarks.bench                          # 64 and 128 px, batch 128, ngf = ndf = 64, on the default device
+    python -m benchmarks.bench                 # 64 and 128 px, batch 128, ngf = ndf = 64, on the default device
     python -m benchmarks.bench --device cuda --steps 30 --warmup 10 --batch 64 128 256 512   # a batch sweep on a GPU
     python -m benchmarks.bench --res 64 --steps 10 --repeats 5 --device cpu --json bench.json
 
@@ -23,16 +23,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fakefacegen.data import dataloader
-from fakefacegen.checkpoint import TrainState, make_optimizer
 from fakefacegen.cli import ArgumentParser, integer, resolve_device, run
-from fakefacegen.training.cuda_graphs import WARMUP
-from fakefacegen.training.distributed import Distributed
+from fakefacegen.data import dataloader
+from fakefacegen.data.toyfaces import toyfaces
 from fakefacegen.files import write_json
 from fakefacegen.network import RESOLUTIONS, models_from_config
 from fakefacegen.settings import BATCH_SIZE, DEFAULTS, WIDTH, WORKERS
-from fakefacegen.data.toyfaces import toyfaces
-from fakefacegen.training.training_step import TrainingStep, describe_speed, native_bf16, speed_settings, use_tf32
+from fakefacegen.training.cuda_graphs import WARMUP
+from fakefacegen.training.distributed import Distributed
+from fakefacegen.training.speed import describe_speed, native_bf16, speed_settings, use_tf32
+from fakefacegen.training.state import TrainState, make_optimizer
+from fakefacegen.training.step import TrainingStep
 
 CELEBA_IMAGES = 202_599 * 25  # 25 epochs of all of CelebA, for the projection
 BATCHES_PER_EPOCH = 16  # the loaders start a new pass this often, as a run does at each epoch

@@ -89,7 +89,8 @@ def bench_frechet(rounds):
     try:  # the reference only, a test-time package (requirements-dev.txt): fid.py itself does not use scipy
         from scipy import linalg
     except ImportError:
-        raise UserError("benchmarks.bench_fid compares against scipy.linalg.sqrtm: pip install -r requirements-dev.txt") from None
+        raise UserError("benchmarks.bench_fid compares against scipy.linalg.sqrtm: "
+                        "pip install -r requirements-dev.txt") from None
 
     rng = np.random.default_rng(0)
     # Features shaped like real ones (N = 4000, correlated), one set shifted and scaled.

@@ -82,8 +82,8 @@ def tree_rss(pid):
 
 def run_child(method, args):
     """Measure `method` in a fresh Python process, sampling its memory; returns its figures."""
-    command = [sys.executable, "-m", "benchmarks.bench_preprocess", "--measure", method, "--src", str(args.src), "--res", str(args.res),
-               "--crop", args.crop, "--workers", str(args.workers)]
+    command = [sys.executable, "-m", "benchmarks.bench_preprocess", "--measure", method, "--src", str(args.src),
+               "--res", str(args.res), "--crop", args.crop, "--workers", str(args.workers)]
     if args.limit:
         command += ["--limit", str(args.limit)]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:

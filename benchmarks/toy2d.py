@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fakefacegen.training import losses
 from fakefacegen.cli import ArgumentParser, UserError, run
 from fakefacegen.reports.plots import save_figure, subplots
-from fakefacegen.training.training_step import d_update
+from fakefacegen.training import losses
+from fakefacegen.training.step import d_update
 
 MODES = 8
 MODE_STD = 0.05

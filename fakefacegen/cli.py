@@ -3,8 +3,9 @@
 import argparse
 import math
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 SEED_MAX = 2**31 - 1  # seeds are 0 .. 2**31 - 1: the range numpy, torch and the toy faces all accept
 
@@ -124,7 +125,7 @@ def run(main):
 
 def resolve_device(name):
     """auto | cpu | cuda | cuda:N | mps -> torch.device, refusing a device that is not there. auto picks CUDA when
-    there is one, else the CPU: MPS is used only when asked for, and trains in fp32 (training_step's auto speed
+    there is one, else the CPU: MPS is used only when asked for, and trains in fp32 (training/speed.py's auto speed
     settings never turn bf16 autocast on for it)."""
     import torch  # here: packing photos (photo_packing.py, bench_preprocess.py) imports cli and never needs torch
 

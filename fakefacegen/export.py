@@ -15,10 +15,10 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from fakefacegen.cli import UserError
+from fakefacegen.data.toyfaces import TOYFACES
 from fakefacegen.files import atomic_path
 from fakefacegen.network import G_ARCHITECTURE_KEYS
 from fakefacegen.runs import fid_real_set, training_data
-from fakefacegen.data.toyfaces import TOYFACES
 
 EXPORT_SUFFIX = ".safetensors"
 FORMAT, FORMAT_VERSION = "fakefacegen-generator", "1"
@@ -125,7 +125,8 @@ def read_exported(path, device="cpu"):
     caller checks); step, epoch, best_fid where recorded. Unreadable bytes raise the reader's own error."""
     with safe_open(str(path), framework="pt", device="cpu") as f:
         meta = f.metadata() or {}
-        state = {"G_eval": {key: f.get_tensor(key).to(device) for key in f.keys()}}
+        # safe_open has keys() and no __iter__
+        state = {"G_eval": {key: f.get_tensor(key).to(device) for key in f.keys()}}  # noqa: SIM118
     if meta.get("format") != FORMAT:
         return state  # not ours: no config, so load_checkpoint refuses it
     state["config"] = json.loads(meta["config"])

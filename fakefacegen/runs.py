@@ -5,14 +5,11 @@ from datetime import datetime
 from pathlib import Path
 
 from fakefacegen.cli import UserError
-from fakefacegen.files import atomic_path, user_fixable_errors
 from fakefacegen.data.toyfaces import TOYFACES
+from fakefacegen.files import atomic_path, user_fixable_errors
+from fakefacegen.training.step import METRICS
 
 OUTPUTS, CHECKPOINTS = Path("outputs"), Path("checkpoints")
-# Per log line, means over the iterations since the last: the losses, D's outputs on real and fake images, the
-# mean sign of D's raw outputs on reals (ADA's overfitting signal: 1 when D is sure of every real image) and the
-# probability that each augmentation applies (0 without --diffaug, 1 with it, adapted with --ada-target).
-METRICS = ("loss_d", "loss_g", "d_real", "d_fake", "real_sign", "augment_p")
 
 
 def output_dir(run):
@@ -72,11 +69,10 @@ class MetricsLog:
         if resume_step is not None and path.exists():
             with path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with atomic_path(path) as tmp:
-            with tmp.open("w", newline="") as f:
-                writer = csv.DictWriter(f, self.COLUMNS)
-                writer.writeheader()
-                writer.writerows(rows)
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, self.COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
         losses = loss_rows(rows)
         self.elapsed = float(losses[-1]["elapsed_s"]) if losses else 0.0
         self.rows = rows

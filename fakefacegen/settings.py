@@ -3,13 +3,11 @@ how a resumed run's saved settings meet the flags given now. A config file in co
 (lr_g <-> --lr-g); the command line wins."""
 import argparse
 
-from fakefacegen.training import diffaug
-from fakefacegen.training import losses
 from fakefacegen.cli import SEED, ArgumentParser, UserError, check_values, integer, number, parse_with_config
-from fakefacegen.metrics.fid import FID_N_MAX
-from fakefacegen.network import D_ARCHITECTURE_KEYS, D_NORMS, G_ARCHITECTURE_KEYS, RESOLUTIONS
-from fakefacegen.reports.tensorboard_log import summary_writer_class
 from fakefacegen.data.toyfaces import TOYFACES
+from fakefacegen.network import D_ARCHITECTURE_KEYS, D_NORMS, G_ARCHITECTURE_KEYS, RESOLUTIONS
+from fakefacegen.training import diffaug, losses
+from fakefacegen.training.state import has_ema
 
 # Settings added after the first checkpoints were written, with the value that means "as before": a checkpoint
 # without them resumes and samples as it always did.
@@ -22,6 +20,7 @@ BATCH_SIZE = integer(1, 8192)
 WORKERS = integer(0, 256)
 LEARNING_RATE = number(above=0, high=1)
 DECAY = number(low=0, below=1)  # Adam's betas and the EMA decay
+FID_N_MAX = 100_000  # images per side: their features (2048 float32 each, kept for KID) take 0.8 GB
 
 DEFAULTS = {
     "config": None,
@@ -170,8 +169,6 @@ def check_settings(cfg):
     if cfg["ada_target"] and cfg["loss"] not in ("bce", "hinge"):
         raise UserError(f"--ada-target reads the sign of D's outputs, which --loss {cfg['loss']} does not centre "
                         "on 0: use --loss bce or hinge, or fixed --diffaug without --ada-target")
-    if cfg["tensorboard"]:
-        summary_writer_class()  # a missing package stops the run here, in one line, before anything is written
     try:
         diffaug.parse_policy(cfg["diffaug"])
     except ValueError as err:
@@ -186,10 +183,6 @@ def check_saved(config, path, keys):
         raise UserError(f"{path}: its config lacks {', '.join(missing)}, so it was not written by train.py: use "
                         "another file from the run, e.g. latest.pt or an epoch_NNN.pt")
     check_values(build_parser(""), {key: config[key] for key in keys}, DEFAULTS, path)
-
-
-def has_ema(cfg):
-    return bool(cfg["ema"] or cfg["ema_kimg"])
 
 
 def settings_from_checkpoint(ckpt, path, cfg, given):

@@ -3,17 +3,17 @@ import hashlib
 
 import pytest
 import torch
+from conftest import TINY, assert_one_line_error, run_script
 
-from benchmarks import bench
 import compare
 import evaluate_fid
 import generate
 import latent
 import preprocess
+from benchmarks import bench
 from fakefacegen import settings
 from fakefacegen.checkpoint import load_generator, load_training_checkpoint
 from fakefacegen.cli import UserError, resolve_device
-from conftest import TINY, assert_one_line_error, run_script
 from fakefacegen.network import Generator
 
 

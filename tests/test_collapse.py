@@ -1,8 +1,8 @@
 """collapse.py: the samples' spread against the data's, D winning outright, and train.py's warnings."""
 import numpy as np
+from conftest import REPO, TINY, run_script
 
 from fakefacegen.collapse import SEPARATED_ITERATIONS, SPREAD_AFTER_IMAGES, CollapseWatch, data_spread, spread
-from conftest import REPO, TINY, run_script
 from fakefacegen.data.dataloader import ToyFaces
 
 

@@ -5,14 +5,14 @@ the iteration: static buffers, device-tensor schedules, one graph per kind of it
 fall-back to eager when a capture fails. On a CUDA GPU the real capture is compared with the eager step."""
 import pytest
 import torch
-
-from fakefacegen.training import cuda_graphs
-from fakefacegen.data import dataloader
-from fakefacegen.checkpoint import TrainState
 from conftest import TINY, run_script
-from fakefacegen.training.distributed import Distributed
+
+from fakefacegen.data import dataloader
 from fakefacegen.settings import DEFAULTS
-from fakefacegen.training.training_step import TrainingStep
+from fakefacegen.training import cuda_graphs
+from fakefacegen.training.distributed import Distributed
+from fakefacegen.training.state import TrainState
+from fakefacegen.training.step import TrainingStep
 
 SMALL = {**DEFAULTS, "res": 32, "ngf": 8, "ndf": 8, "batch_size": 8, "nz": 16, "recal_samples": 16}
 # What makes iterations differ: flips, augmentation (fixed, or adapted on the device: ada), EMA with its ramp-up,

@@ -15,11 +15,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from PIL import Image
 
-from fakefacegen.editing import latent_directions
 from fakefacegen.checkpoint import load_generator
-from conftest import REPO
+from fakefacegen.editing import latent_directions
 from fakefacegen.sampling import render, sample_noise
 
 READ_TIMEOUT = 2  # seconds: short, so that the slow-client test is quick

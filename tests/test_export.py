@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, assert_one_line_error, run_script
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fakefacegen.checkpoint import load_checkpoint
 from fakefacegen.cli import UserError
-from conftest import TINY, assert_one_line_error, run_script
 from fakefacegen.export import data_licence, model_card
 from fakefacegen.metrics.fid_sources import open_source
 

@@ -8,15 +8,20 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from conftest import REPO, SHARED, assert_one_line_error, run_script
 from PIL import Image
 
 import evaluate_fid
-from fakefacegen.metrics import fid
-from fakefacegen.metrics import fid_sources
 from fakefacegen.cli import UserError
-from conftest import REPO, SHARED, assert_one_line_error, run_script
+from fakefacegen.metrics import fid, fid_sources
 from fakefacegen.metrics.fid_sources import fid_of_generator, open_source, stats_of_real, toyfaces_source
-from fakefacegen.metrics.inception import FEATURE_DIM, exact_fp32, features_of_images, load_inception, packaged_weights_path
+from fakefacegen.metrics.inception import (
+    FEATURE_DIM,
+    exact_fp32,
+    features_of_images,
+    load_inception,
+    packaged_weights_path,
+)
 from fakefacegen.sampling import generated_batches
 
 REFERENCE = SHARED / "fid_reference"

@@ -76,10 +76,9 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, cod
     before = target.read_bytes()
     # A full disk is the user's to fix: one line naming the file; an I/O error stays an OSError (a traceback).
     expected = UserError if code in files.USER_FIXABLE else OSError
-    with pytest.raises(expected) as raised:
-        with files.atomic_path(target) as tmp:
-            tmp.write_text('{"new": tr')  # half written when the disk fills up
-            raise OSError(code, os.strerror(code))
+    with pytest.raises(expected) as raised, files.atomic_path(target) as tmp:
+        tmp.write_text('{"new": tr')  # half written when the disk fills up
+        raise OSError(code, os.strerror(code))
     if expected is UserError:
         assert str(target) in str(raised.value) and "intact" in str(raised.value)
     else:

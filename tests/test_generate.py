@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, run_script
 from PIL import Image
 
 import generate
 from fakefacegen.cli import UserError
-from conftest import assert_one_line_error, run_script
 from fakefacegen.network import Generator
 from fakefacegen.sampling import render, sample_noise
 

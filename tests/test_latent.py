@@ -5,14 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, run_script
 from PIL import Image
 
-from fakefacegen.editing import attribute_probe
 import latent
-from fakefacegen.editing import latent_directions
 from fakefacegen.checkpoint import load_generator
 from fakefacegen.cli import UserError
-from conftest import assert_one_line_error, run_script
+from fakefacegen.editing import attribute_probe, latent_directions
 from fakefacegen.network import Generator, init_dcgan
 from fakefacegen.sampling import render, sample_noise
 

@@ -5,15 +5,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY, LinearCritic, assert_one_line_error, run_script
 
-from fakefacegen.training import diffaug
-from fakefacegen.training import losses
-from fakefacegen.checkpoint import make_optimizer
-from conftest import LinearCritic, TINY, assert_one_line_error, run_script
-from fakefacegen.runs import read_metrics
 from fakefacegen.network import Discriminator, MinibatchStdDev, init_dcgan
+from fakefacegen.runs import read_metrics
 from fakefacegen.settings import DEFAULTS
-from fakefacegen.training.training_step import d_update, ema_decay, lr_factor
+from fakefacegen.training import diffaug, losses
+from fakefacegen.training.state import make_optimizer
+from fakefacegen.training.step import d_update, ema_decay, lr_factor
 
 
 def test_r1_is_the_squared_gradient_norm_at_real_images():
@@ -126,7 +125,8 @@ def test_adaptive_augmentation_is_logged_and_resumes_exactly(tmp_path):
     run_script("train.py", *args, "--epochs", "3", "--run", "resumed", cwd=tmp_path)
     run_script("train.py", *args, "--epochs", "6", "--run", "resumed", "--resume", "auto", cwd=tmp_path)
     rows = {run: [{k: v for k, v in row.items() if k not in ("images_per_s", "elapsed_s")}  # times differ
-                  for row in read_metrics(tmp_path / "outputs" / run / "metrics.csv")] for run in ("straight", "resumed")}
+                  for row in read_metrics(tmp_path / "outputs" / run / "metrics.csv")]
+            for run in ("straight", "resumed")}
     assert rows["straight"] == rows["resumed"] and len(rows["straight"]) == 12
     p = [float(row["augment_p"]) for row in rows["straight"]]
     assert p[0] == 0 and p[-1] > p[1] > 0  # from 0, up by 16 / 500 a step while D is sure of the real faces

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from fakefacegen.network import RESOLUTIONS, Discriminator, Generator, init_dcgan
-from fakefacegen.checkpoint import make_optimizer
 from fakefacegen.settings import DEFAULTS
-from fakefacegen.training.training_step import train_iteration
+from fakefacegen.training.state import make_optimizer
+from fakefacegen.training.step import METRICS, train_iteration
 
 
 @pytest.mark.parametrize("res", RESOLUTIONS)
@@ -40,7 +40,8 @@ def test_dcgan_init_statistics():
     torch.manual_seed(0)
     G = init_dcgan(Generator(64, nz=100, ngf=64))
     D = init_dcgan(Discriminator(64, ndf=64))
-    convs = [m.weight for net in (G, D) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    convs = [m.weight for net in (G, D) for m in net.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     weights = torch.cat([w.flatten() for w in convs])
     assert abs(weights.mean().item()) < 1e-3
     assert abs(weights.std().item() - 0.02) < 5e-4
@@ -62,7 +63,7 @@ def test_one_iteration_changes_both_nets(optim):
     opt_g, opt_d = make_optimizer(G.parameters(), cfg, 2e-4), make_optimizer(D.parameters(), cfg, 2e-4)
     real = torch.rand(8, 3, 32, 32) * 2 - 1
     metrics = train_iteration(G, D, opt_g, opt_d, [real], cfg, lambda n: torch.randn(n, 16))
-    assert metrics.shape == (6,) and torch.isfinite(metrics).all()  # runs.METRICS
+    assert metrics.shape == (len(METRICS),) and torch.isfinite(metrics).all()
     assert 0 < metrics[2] < 1 and 0 < metrics[3] < 1  # D(x) and D(G(z)) are probabilities
     assert all(not torch.equal(a, b) for a, b in zip(before_g, G.parameters()))
     assert all(not torch.equal(a, b) for a, b in zip(before_d, D.parameters()))

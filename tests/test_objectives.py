@@ -10,16 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, TINY, LinearCritic, assert_one_line_error, run_script
 from PIL import Image
 
-from fakefacegen.training import diffaug
-from fakefacegen.training import losses
 import train
-from fakefacegen.checkpoint import make_optimizer
-from fakefacegen.settings import DEFAULTS
-from fakefacegen.training.training_step import train_iteration, update_ema
-from conftest import LinearCritic, REPO, TINY, assert_one_line_error, run_script
 from fakefacegen.network import Discriminator, Generator, init_dcgan
+from fakefacegen.settings import DEFAULTS
+from fakefacegen.training import diffaug, losses
+from fakefacegen.training.state import make_optimizer
+from fakefacegen.training.step import train_iteration, update_ema
 
 
 def test_gradient_penalty_matches_the_hand_computed_value():

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import evaluate_fid
-from fakefacegen.metrics import precision_recall
 from fakefacegen.cli import UserError
-from fakefacegen.metrics.precision_recall import knn_radii, precision_recall as pr
+from fakefacegen.metrics import precision_recall
+from fakefacegen.metrics.precision_recall import knn_radii
+from fakefacegen.metrics.precision_recall import precision_recall as pr
 
 
 def test_a_case_worked_by_hand():

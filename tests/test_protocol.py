@@ -4,14 +4,14 @@ import json
 
 import numpy as np
 import pytest
+from conftest import REPO, SHARED, assert_one_line_error, run_script
 from PIL import Image
 
 from fakefacegen.cli import UserError
-from conftest import REPO, SHARED, assert_one_line_error, run_script
-from fakefacegen.metrics.heldout import SETS, check_trained_apart, ensure_split, held_out, split_dir, steps_for_images
 from fakefacegen.data.image_files import CELEBA_BOX
-from fakefacegen.metrics.inception import packaged_weights_path
 from fakefacegen.data.photo_packing import pack_source
+from fakefacegen.metrics.heldout import SETS, check_trained_apart, ensure_split, held_out, split_dir, steps_for_images
+from fakefacegen.metrics.inception import packaged_weights_path
 from fakefacegen.settings import parse_settings
 
 needs_weights = pytest.mark.skipif(packaged_weights_path() is None, reason="the Inception weights are not "

@@ -10,9 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fakefacegen.reports import report
-from fakefacegen.reports import tensorboard_log
 from fakefacegen.cli import UserError
+from fakefacegen.reports import report, tensorboard_log
 from fakefacegen.runs import MetricsLog
 
 NASTY = '<script>alert("x")</script> & co'  # a config value that must arrive as text, not as markup

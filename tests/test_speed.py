@@ -7,15 +7,16 @@ import sys
 
 import pytest
 import torch
-
-from fakefacegen.data import dataloader
-from benchmarks.bench import naive_iteration
 from conftest import REPO, TINY, assert_one_line_error, run_script
-from fakefacegen.checkpoint import make_optimizer
+
+from benchmarks.bench import naive_iteration
 from fakefacegen.cli import UserError
+from fakefacegen.data import dataloader
 from fakefacegen.network import models_from_config
 from fakefacegen.settings import DEFAULTS
-from fakefacegen.training.training_step import d_update, native_bf16, speed_settings, train_iteration
+from fakefacegen.training.speed import native_bf16, speed_settings
+from fakefacegen.training.state import make_optimizer
+from fakefacegen.training.step import d_update, train_iteration
 
 
 def losses_of(path):

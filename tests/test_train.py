@@ -10,17 +10,18 @@ import time
 
 import pytest
 import torch
+from conftest import REPO, TINY, assert_one_line_error, run_script
 
 import train
-from fakefacegen.checkpoint import TrainState, cpu_copy, save_checkpoint
+from fakefacegen.checkpoint import cpu_copy, save_checkpoint
 from fakefacegen.cli import UserError
-from conftest import REPO, TINY, assert_one_line_error, run_script
 from fakefacegen.files import BackgroundWriter
 from fakefacegen.metrics.inception import load_inception
 from fakefacegen.network import Generator, init_dcgan
 from fakefacegen.runs import MetricsLog
 from fakefacegen.sampling import recalibrated_copy
 from fakefacegen.settings import DEFAULTS, parse_settings, settings_from_checkpoint
+from fakefacegen.training.state import TrainState
 
 LOSS_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
 

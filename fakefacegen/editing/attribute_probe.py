@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fakefacegen.cli import UserError
-from fakefacegen.metrics.inception import features_of_images, load_inception
 from fakefacegen.data.packed import PackedImages, is_packed
-from fakefacegen.sampling import render
 from fakefacegen.data.toyfaces import TOY_ATTRIBUTES, TOYFACES, toyfaces
+from fakefacegen.metrics.inception import features_of_images, load_inception
+from fakefacegen.sampling import render
 
 BATCH_SIZE = 50
 PIXEL_RES = 32  # the cheap "pixels" probe features: images shrunk to 32x32

@@ -14,7 +14,6 @@ from fakefacegen.metrics.inception import FEATURE_DIM, exact_fp32
 DEFAULT_N = 10_000
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 KID_SUBSET_SIZE_MAX = 5000  # its three m x m float64 kernel matrices then take 0.6 GB
-FID_N_MAX = 100_000  # images per side: their features (2048 float32 each, kept for KID) take 0.8 GB
 KID_FULL_KERNEL_MAX = 6000  # images on both sides together for which the whole kernel matrix (float64) fits
 
 
@@ -59,7 +58,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
         raise ValueError(f"mismatched statistics: mu {tuple(mu1.shape)} / {tuple(mu2.shape)}, sigma "
                          f"{tuple(sigma1.shape)} / {tuple(sigma2.shape)}")
     with one_thread():
-        for a, b in ((sigma1, sigma2), (sigma2, sigma1)):
+        for a, b in ((sigma1, sigma2), (sigma2, sigma1)):  # noqa: B007 - b is the pair's other half, used below
             root, info = torch.linalg.cholesky_ex(a)
             if info.item() == 0:
                 break

@@ -16,13 +16,13 @@ from PIL import Image
 
 from fakefacegen.checkpoint import CHECKPOINT_SUFFIXES, load_generator
 from fakefacegen.cli import UserError
+from fakefacegen.data.image_files import DECODE_ERRORS, BadImage, find_images, open_image, to_rgb
+from fakefacegen.data.packed import PackedImages, file_sha256, is_packed
+from fakefacegen.data.toyfaces import TOYFACES, toyfaces
 from fakefacegen.export import EXPORT_SUFFIX
 from fakefacegen.metrics.fid import DEFAULT_N, frechet_distance, load_stats_npz, save_stats, stats_of_features
-from fakefacegen.data.image_files import DECODE_ERRORS, BadImage, find_images, open_image, to_rgb
 from fakefacegen.metrics.inception import BATCH_SIZE, cache_root, features_of_images, load_inception
-from fakefacegen.data.packed import PackedImages, file_sha256, is_packed
 from fakefacegen.sampling import generated_batches
-from fakefacegen.data.toyfaces import TOYFACES, toyfaces
 
 CACHE_VERSION = 1  # bump when the way statistics are computed changes
 # Pixels in one Inception batch of a folder's images (each becomes float32 before the resize to 299): a batch

@@ -13,12 +13,18 @@ import numpy as np
 from PIL import Image
 
 from fakefacegen.cli import UserError
-from fakefacegen.metrics.fid import KID_SUBSET_SIZE, KID_SUBSETS, frechet_distance, kernel_inception_distance, stats_of_features
-from fakefacegen.metrics.fid_sources import open_source, stats_of_source
 from fakefacegen.data.image_files import CELEBA_BOX, crop_label, find_images
 from fakefacegen.data.packed import build_dataset, is_packed
 from fakefacegen.data.photo_packing import chunk_size, default_workers, list_source, run_chunks
 from fakefacegen.data.toyfaces import TOYFACES
+from fakefacegen.metrics.fid import (
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    frechet_distance,
+    kernel_inception_distance,
+    stats_of_features,
+)
+from fakefacegen.metrics.fid_sources import open_source, stats_of_source
 
 CONTENT_CHECKS = 8  # reference faces per folder compared with the photo they were cut from
 CONTENT_TOLERANCE = 1.0  # mean absolute difference in 0..255: another JPEG decoder, not another photo

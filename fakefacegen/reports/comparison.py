@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from fakefacegen.cli import UserError
 from fakefacegen.files import save_png
-from fakefacegen.reports.plots import save_figure, subplots, smooth
+from fakefacegen.reports.plots import save_figure, smooth, subplots
 from fakefacegen.runs import checkpoint_dir, loss_rows, output_dir, read_metrics
 
 PR_SET_PDEATHSIG = 1  # from Linux's <sys/prctl.h>

@@ -59,7 +59,8 @@ def capturable(optimizers):
     groups = [group for optimizer in optimizers for group in optimizer.param_groups if "capturable" in group]
     for optimizer in optimizers:
         for param, state in optimizer.state.items():
-            if torch.is_tensor(state.get("step")) and state["step"].device != param.device:  # RMSprop keeps it on the CPU
+            # RMSprop keeps its step count on the CPU
+            if torch.is_tensor(state.get("step")) and state["step"].device != param.device:
                 state["step"] = state["step"].to(param.device)
     for group in groups:
         group["capturable"] = True

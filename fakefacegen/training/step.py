@@ -1,86 +1,18 @@
 """One training iteration: d_steps D updates, g_steps G updates, the EMA of G, metrics summed on the device.
-train.py runs it and bench.py times it; the speed options it runs with are resolved here too."""
+train.py runs it and benchmarks/bench.py times it, with the speed settings of speed.py."""
 import contextlib
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from fakefacegen.training import cuda_graphs
 from fakefacegen.data import dataloader
-from fakefacegen.training import diffaug
-from fakefacegen.training import losses
-from fakefacegen.cli import UserError
+from fakefacegen.training import cuda_graphs, diffaug, losses
+from fakefacegen.training.speed import prepare_models, speed_settings, use_tf32
 
-
-def native_bf16(device):
-    """Whether the hardware itself computes in bf16: CUDA GPUs of compute capability 8.0 and up (Ampere,
-    Hopper; torch.cuda.is_bf16_supported() also says yes on a T4 or V100, which emulate it), and CPUs with
-    AVX-512, where oneDNN has bf16 kernels (on AVX2 it emulates them: a step was 18x slower)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_capability(device) >= (8, 0)
-    return device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-
-
-def speed_settings(cfg, device, processes=1):
-    """Resolve `auto` to what was measured fastest on this kind of device (README: Speed).
-    CUDA: the iteration as a CUDA graph, channels_last, and bf16 autocast where the GPU has bf16 (H100, 64 px,
-    batch 128: 48.2k img/s, against 27.4k in fp32 and 14.5k for the best eager step). An eager CUDA step is
-    bound by kernel launches, and there autocast's casts made it slower (11.8k against 14.5k), so without the
-    graph `auto` keeps fp32. AVX-512 CPU: bf16 autocast and channels_last (2.2x the textbook loop at 64 px).
-    Elsewhere fp32, the default layout and no graph. `cuda_graph_off` says why the graph is off where it
-    was wanted."""
-    blocker = check_speed_flags(cfg, device, processes)
-    graph = cfg["cuda_graph"] in ("auto", "on") and device.type == "cuda" and blocker is None
-    fast_cpu = device.type == "cpu" and native_bf16(device)  # oneDNN's fast bf16 kernels are NHWC
-    return {"cuda_graph": graph,
-            "channels_last": cfg["channels_last"] == "on"
-            or (cfg["channels_last"] == "auto" and (device.type == "cuda" or fast_cpu)),
-            "amp": cfg["amp"] == "bf16" or (cfg["amp"] == "auto" and (fast_cpu or graph and native_bf16(device))),
-            "cuda_graph_off": blocker if cfg["cuda_graph"] != "off" and device.type == "cuda" else None}
-
-
-def check_speed_flags(cfg, device, processes=1):
-    """A speed setting asked for that this run cannot have is refused (train.py asks before loading data);
-    returns why the iterations cannot be a CUDA graph (None: they can)."""
-    if cfg["cuda_graph"] == "on" and device.type != "cuda":
-        raise UserError(f"--cuda-graph on needs a CUDA GPU, and this run trains on {device.type}: use "
-                        "--cuda-graph auto (or off)")
-    blocker = cuda_graph_blocker(cfg, processes)
-    if cfg["cuda_graph"] == "on" and blocker:
-        raise UserError(f"--cuda-graph on: {blocker}; use --cuda-graph auto (or off) to train eagerly")
-    return blocker
-
-
-def cuda_graph_blocker(cfg, processes):
-    """Why this run's iterations cannot be one CUDA graph (None: they can)."""
-    if processes > 1:
-        return ("under torchrun each iteration runs eagerly: capturing DDP's all-reduce needs NCCL's "
-                "asynchronous error handling off and DDP built on a side stream, which this repo does not do")
-    if cfg["lr_schedule"] != "constant" and cfg["optim"] != "adam":
-        return (f"--lr-schedule {cfg['lr_schedule']} changes the learning rate every iteration, which a graph "
-                f"reads from a device tensor: fused Adam does, --optim {cfg['optim']} does not")
-    return None
-
-
-def describe_speed(speed):
-    """The speed settings in a few words, for the line a run starts with."""
-    parts = [name for name, on in (("CUDA graph", speed["cuda_graph"]), ("bf16 autocast", speed["amp"]),
-                                   ("channels_last", speed["channels_last"])) if on]
-    return ", ".join(parts) or "fp32"
-
-
-def use_tf32(device):
-    """TF32 matrix products for training on CUDA (evaluation switches them off for FID's features)."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-
-
-def prepare_models(G, D, speed):
-    """The memory format the speed settings ask for; returns the modules the loop calls."""
-    if speed["channels_last"]:
-        G.to(memory_format=torch.channels_last)
-        D.to(memory_format=torch.channels_last)
-    return G, D
+# Per log line, means over the iterations since the last: the losses, D's outputs on real and fake images, the
+# mean sign of D's raw outputs on reals (ADA's overfitting signal: 1 when D is sure of every real image) and the
+# probability that each augmentation applies (0 without --diffaug, 1 with it, adapted with --ada-target).
+METRICS = ("loss_d", "loss_g", "d_real", "d_fake", "real_sign", "augment_p")
 
 
 class TrainingStep:
@@ -98,19 +30,14 @@ class TrainingStep:
         G, D = prepare_models(state.G, state.D, self.speed)
         self.G, self.D = world.wrap(G), world.wrap(D)
         self.memory_format = torch.channels_last if self.speed["channels_last"] else torch.contiguous_format
-        self.ema_weight = 0.0  # this iteration's weight of G in the EMA; a device tensor under a graph
+        self.values = IterationValues(state.opt_g, state.opt_d)
         self.graph = self.graphed_iteration(cuda_graphs.capture) if self.speed["cuda_graph"] else None
 
     def graphed_iteration(self, capture):
-        """This step's iteration over static buffers, recorded by `capture` (tests pass a CPU stand-in).
-        What the eager loop passes as Python numbers each iteration moves into device tensors first: a
-        graph would replay the number it was recorded with."""
+        """This step's iteration over static buffers, recorded by `capture` (tests pass a CPU stand-in); the
+        values that change between iterations move onto the device first."""
         state, cfg = self.state, self.cfg
-        if cfg["lr_schedule"] != "constant":
-            for optimizer in (state.opt_g, state.opt_d):
-                for group in optimizer.param_groups:
-                    group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
-        self.ema_weight = torch.zeros((), device=self.device)
+        self.values.hold_on_device(self.device, learning_rates=cfg["lr_schedule"] != "constant")
         shape = (cfg["d_steps"], cfg["batch_size"] // self.world.size, cfg["res"], cfg["res"], 3)
         return cuda_graphs.GraphedIteration(self.iteration, shape, self.device, [state.noise_generator],
                                             [state.opt_g, state.opt_d], capture)
@@ -148,14 +75,9 @@ class TrainingStep:
         state, cfg = self.state, self.cfg
         if cfg["lr_schedule"] != "constant":
             factor = lr_factor(cfg, state.step, self.planned_iterations)
-            set_learning_rate(state.opt_g, cfg["lr_g"] * factor)
-            set_learning_rate(state.opt_d, cfg["lr_d"] * factor)
+            self.values.set_learning_rates(cfg["lr_g"] * factor, cfg["lr_d"] * factor)
         if state.G_ema is not None:
-            weight = 1 - ema_decay(cfg, state.step * cfg["batch_size"])
-            if torch.is_tensor(self.ema_weight):
-                self.ema_weight.fill_(weight)
-            else:
-                self.ema_weight = weight
+            self.values.set_ema_weight(1 - ema_decay(cfg, state.step * cfg["batch_size"]))
 
     def iteration(self, uint8_batches):
         """The iteration itself, eager; under a graph, what the graph records."""
@@ -173,7 +95,41 @@ class TrainingStep:
                                       cfg["batch_size"] * len(real_batches), cfg["ada_kimg"])
         state.log_window += torch.cat([metrics, metrics.new_ones(1)])  # the last slot counts the iterations
         if state.G_ema is not None:
-            update_ema(state.G_ema, state.G, self.ema_weight)
+            update_ema(state.G_ema, state.G, self.values.ema_weight)
+
+
+class IterationValues:
+    """The numbers an iteration reads that change between iterations: both learning rates (--lr-schedule) and
+    the EMA's weight of G. Eager, they are Python numbers; for a CUDA graph, 0-dim device tensors filled in
+    place, since a graph replays the numbers it was recorded with (fused Adam reads a tensor learning rate)."""
+
+    def __init__(self, opt_g, opt_d):
+        self.optimizers = (opt_g, opt_d)
+        self.ema_weight = 0.0  # this iteration's weight of G in the EMA (1 - the decay)
+        self.on_device = False
+
+    def hold_on_device(self, device, learning_rates):
+        """From now on every value is a device tensor (the learning rates only where they change)."""
+        self.on_device = True
+        self.ema_weight = torch.tensor(float(self.ema_weight), device=device)
+        if learning_rates:
+            for group in self.groups():
+                group["lr"] = torch.tensor(float(group["lr"]), device=device)
+
+    def groups(self):
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    def set_learning_rates(self, lr_g, lr_d):
+        for optimizer, lr in zip(self.optimizers, (lr_g, lr_d)):
+            for group in optimizer.param_groups:
+                group["lr"] = self.updated(group["lr"], lr)
+
+    def set_ema_weight(self, weight):
+        self.ema_weight = self.updated(self.ema_weight, weight)
+
+    def updated(self, held, number):
+        """`held` with the new number: the same tensor filled in place on the device, else the number."""
+        return held.fill_(number) if self.on_device else number
 
 
 def ema_decay(cfg, images_seen):
@@ -192,14 +148,6 @@ def lr_factor(cfg, step, planned):
     """--lr-schedule linear: 1 until --lr-decay-start of the planned iterations, then down to 0 at the end."""
     start = cfg["lr_decay_start"] * planned
     return 1.0 if step < start else max(0.0, (planned - step) / max(planned - start, 1))
-
-
-def set_learning_rate(optimizer, lr):
-    for group in optimizer.param_groups:
-        if torch.is_tensor(group["lr"]):
-            group["lr"].fill_(lr)  # in place: a CUDA graph reads the rate from this tensor
-        else:
-            group["lr"] = lr
 
 
 def r1_updates(cfg, first_d_update):
