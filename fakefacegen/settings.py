@@ -130,16 +130,21 @@ def add_speed_flags(add):
         "torchrun; on: such runs are refused; off: every kernel launched from Python)")
 
 
-def build_parser(description):
+def build_parser(description, add_own_flags=None):
+    """train.py's flags, and a command's own where it has some (network.py, dataloader.py)."""
     parser = ArgumentParser(description=description)
-    for add_flags in (add_data_flags, add_model_flags, add_optimisation_flags, add_run_flags, add_speed_flags):
+    for add_flags in (add_data_flags, add_model_flags, add_optimisation_flags, add_run_flags, add_speed_flags,
+                      add_own_flags or (lambda add: None)):
         add_flags(parser.add_argument)
     return parser
 
 
-def parse_settings(argv, description):
-    """defaults < --config file < command line, checked; returns (settings, keys given on the command line)."""
-    cfg, given = parse_with_config(build_parser(description), DEFAULTS, argv)
+def parse_settings(argv, description, add_own_flags=None):
+    """defaults < --config file < command line, checked; returns (settings, keys given on the command line).
+    A command's own flags (add_own_flags(add)) carry their defaults into the settings."""
+    parser = build_parser(description, add_own_flags)
+    own = {a.dest: a.default for a in parser._actions if a.dest not in DEFAULTS and a.dest != "help"}
+    cfg, given = parse_with_config(parser, {**DEFAULTS, **own}, argv)
     check_settings(cfg)
     return cfg, given
 

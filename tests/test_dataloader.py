@@ -2,6 +2,8 @@ import json
 
 import numpy as np
 import torch
+from conftest import assert_one_line_error, run_script
+from PIL import Image
 
 from fakefacegen.data.dataloader import epoch_batches, open_dataset, to_model_input
 from fakefacegen.data.toyfaces import TOY_ATTRIBUTES, toyfaces
@@ -54,3 +56,13 @@ def test_model_input_scaling_and_flip():
     assert torch.allclose(x[0, :, 0, 0], batch[0, 0, 0].float() / 127.5 - 1)
     flipped = to_model_input(batch, "cpu", torch.tensor([True, False]))
     assert torch.equal(flipped[0], x[0].flip(2)) and torch.equal(flipped[1], x[1])
+
+
+def test_dataloader_command_shows_the_first_batch_as_d_sees_it(tmp_path):
+    result = run_script("dataloader.py", "--res", "32", "--toy-size", "200", "--batch-size", "16", "--flip",
+                        "--diffaug", "cutout", "--batches", "3", "--device", "cpu", "--out", "b.png", cwd=tmp_path)
+    assert "200 images, batches of 16" in result.stdout and "over 3 batches" in result.stdout
+    grid = np.asarray(Image.open(tmp_path / "b.png"))
+    assert grid.shape == (4 * 34 + 2, 4 * 34 + 2, 3)  # 16 faces of 32 px, 4 x 4 with 2 px gaps
+    assert (grid == 128).all(axis=2).sum() > 16 * 100  # cutout's grey squares (0 in [-1, 1])
+    assert_one_line_error(run_script("dataloader.py", "--batches", "0", cwd=tmp_path, check=False), "--batches")

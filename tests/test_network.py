@@ -1,7 +1,8 @@
 import pytest
 import torch
+from conftest import run_script
 
-from fakefacegen.network import RESOLUTIONS, Discriminator, Generator, init_dcgan
+from fakefacegen.network import RESOLUTIONS, Discriminator, Generator, init_dcgan, models_from_config
 from fakefacegen.settings import DEFAULTS
 from fakefacegen.training.state import make_optimizer
 from fakefacegen.training.step import METRICS, train_iteration
@@ -67,3 +68,11 @@ def test_one_iteration_changes_both_nets(optim):
     assert 0 < metrics[2] < 1 and 0 < metrics[3] < 1  # D(x) and D(G(z)) are probabilities
     assert all(not torch.equal(a, b) for a, b in zip(before_g, G.parameters()))
     assert all(not torch.equal(a, b) for a, b in zip(before_d, D.parameters()))
+
+
+def test_network_command_prints_every_layer_and_the_parameter_counts(tmp_path):
+    out = run_script("network.py", "--res", "96", "--ngf", "16", "--ndf", "8", "--mbstd", "4", cwd=tmp_path).stdout
+    G, D = models_from_config({**DEFAULTS, "res": 96, "ngf": 16, "ndf": 8, "mbstd": 4}, "cpu")
+    assert f"G (96 px, nz 100, ngf 16, relu): {sum(p.numel() for p in G.parameters()):,} parameters" in out
+    assert f"{sum(p.numel() for p in D.parameters()):,} parameters" in out
+    assert "16 x 48 x 48" in out and "3 x 96 x 96" in out and "MinibatchStdDev" in out  # last G block, D's mbstd
