@@ -40,79 +40,79 @@ DEFAULTS = {
 
 def add_data_flags(add):
     add("--config", help="TOML file from configs/; flags given here override its keys")
-    add("--data", help="toyfaces (default), a dataset made by preprocess.py, or a folder of images")
-    add("--toy-size", type=integer(1, TOY_SIZE_MAX), help="number of toy faces in one epoch (default 20000)")
-    add("--res", type=int, choices=RESOLUTIONS, help="image size in pixels (default 64)")
+    add("--data", help="toyfaces, a dataset made by preprocess.py, or a folder of images")
+    add("--toy-size", type=integer(1, TOY_SIZE_MAX), help="number of toy faces in one epoch")
+    add("--res", type=int, choices=RESOLUTIONS, help="image size in pixels")
     add("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips, done on the device")
-    add("--workers", type=WORKERS, help="data loading processes (default 2; 0 loads in the training process)")
+    add("--workers", type=WORKERS, help="data loading processes (0 loads in the training process)")
 
 
 def add_model_flags(add):
-    add("--nz", type=integer(1, 4096), help="latent size (default 100)")
-    add("--ngf", type=WIDTH, help="generator width: channels of its last hidden layer (default 64)")
-    add("--ndf", type=WIDTH, help="discriminator width: channels of its first layer (default 64)")
-    add("--g-act", choices=("relu", "leaky"), help="generator activation (default relu)")
-    add("--d-norm", choices=D_NORMS, help="discriminator normalisation: batch (default), none, spectral")
+    add("--nz", type=integer(1, 4096), help="latent size")
+    add("--ngf", type=WIDTH, help="generator width: channels of its last hidden layer")
+    add("--ndf", type=WIDTH, help="discriminator width: channels of its first layer")
+    add("--g-act", choices=("relu", "leaky"), help="generator activation")
+    add("--d-norm", choices=D_NORMS, help="discriminator normalisation: batch, none, spectral")
     add("--init", choices=("dcgan", "default"), help="DCGAN's N(0, 0.02) init or PyTorch's default")
     add("--mbstd", type=integer(0, 64), help="minibatch standard deviation feature in D over groups of this many "
-        "images, against mode collapse (ProGAN, StyleGAN use 4; default 0: off)")
+        "images, against mode collapse (ProGAN, StyleGAN use 4; 0: off)")
 
 
 def add_optimisation_flags(add):
-    add("--epochs", type=integer(1, 1_000_000), help="passes over the data (default 25)")
-    add("--batch-size", type=BATCH_SIZE, help="images per D update (default 128)")
+    add("--epochs", type=integer(1, 1_000_000), help="passes over the data")
+    add("--batch-size", type=BATCH_SIZE, help="images per D update")
     add("--max-steps", type=integer(0), help="stop after this many iterations (0: no limit; for smoke tests)")
     add("--max-minutes", type=number(low=0), help="stop after this many minutes of training (0: no limit)")
-    add("--d-steps", type=integer(1, 100), help="D updates per iteration, each on a new real batch (default 1; the "
+    add("--d-steps", type=integer(1, 100), help="D updates per iteration, each on a new real batch (the "
         "anime recipe uses 5)")
-    add("--g-steps", type=integer(1, 100), help="G updates per iteration (default 1)")
-    add("--optim", choices=("adam", "sgd", "rmsprop"), help="optimiser for both nets (default adam)")
-    add("--lr-g", type=LEARNING_RATE, help="generator learning rate (default 2e-4)")
-    add("--lr-d", type=LEARNING_RATE, help="discriminator learning rate (default 2e-4)")
-    add("--beta1", type=DECAY, help="Adam beta1 (default 0.5, as in DCGAN); SGD momentum, RMSprop alpha unused")
-    add("--beta2", type=DECAY, help="Adam beta2 (default 0.999)")
-    add("--loss", choices=losses.LOSSES, help="bce (DCGAN, default), hinge, wgan (weight clipping), wgan-gp")
-    add("--g-loss", choices=losses.G_LOSSES, help="with bce: nonsaturating (default) or the original saturating")
-    add("--clip", type=number(above=0), help="wgan: clip every critic weight to [-clip, clip] (default 0.01)")
-    add("--gp-weight", type=number(low=0), help="wgan-gp: weight of the gradient penalty (default 10)")
+    add("--g-steps", type=integer(1, 100), help="G updates per iteration")
+    add("--optim", choices=("adam", "sgd", "rmsprop"), help="optimiser for both nets")
+    add("--lr-g", type=LEARNING_RATE, help="generator learning rate")
+    add("--lr-d", type=LEARNING_RATE, help="discriminator learning rate")
+    add("--beta1", type=DECAY, help="Adam beta1 (0.5 in DCGAN); SGD momentum, RMSprop alpha unused")
+    add("--beta2", type=DECAY, help="Adam beta2")
+    add("--loss", choices=losses.LOSSES, help="bce (DCGAN), hinge, wgan (weight clipping), wgan-gp")
+    add("--g-loss", choices=losses.G_LOSSES, help="with bce: nonsaturating or the original saturating")
+    add("--clip", type=number(above=0), help="wgan: clip every critic weight to [-clip, clip]")
+    add("--gp-weight", type=number(low=0), help="wgan-gp: weight of the gradient penalty")
     add("--ema", type=DECAY, help="keep an EMA of G with this decay, e.g. 0.999, and sample from it (0: off)")
     add("--ema-kimg", type=number(low=0, high=100_000), help="or an EMA of G whose half-life is this many "
-        "thousand images, whatever the batch size (stylegan2-ada's ema_kimg, e.g. 10; default 0: off)")
+        "thousand images, whatever the batch size (stylegan2-ada's ema_kimg, e.g. 10; 0: off)")
     add("--ema-rampup", type=number(low=0, high=1), help="with --ema-kimg: the half-life grows with the images "
-        "seen, at most this fraction of them, so early samples are not averaged with noise (default 0.05; 0: off)")
+        "seen, at most this fraction of them, so early samples are not averaged with noise (0: off)")
     add("--diffaug", help="differentiable augmentation before D: any of color,translation,cutout")
     add("--ada-target", type=number(low=0, below=1), help="adaptive augmentation (StyleGAN2-ADA): apply each "
         "--diffaug transform with a probability that rises while the mean sign of D's outputs on real images is "
-        "above this target and falls below it (e.g. 0.6; default 0: --diffaug always applies)")
+        "above this target and falls below it (e.g. 0.6; 0: --diffaug always applies)")
     add("--ada-kimg", type=number(above=0, high=100_000), help="with --ada-target: thousands of images over "
-        "which the probability can go from 0 to 1 (default 100)")
+        "which the probability can go from 0 to 1")
     add("--r1", type=number(low=0, high=1e4), help="R1 penalty weight gamma on D's gradient at real images "
-        "(StyleGAN2; e.g. 0.1 to 10 at 64 px; default 0: off)")
+        "(StyleGAN2; e.g. 0.1 to 10 at 64 px; 0: off)")
     add("--r1-every", type=integer(1, 1000), help="apply R1 every this many D updates, scaled up to match "
-        "(lazy regularisation; default 16)")
+        "(lazy regularisation)")
     add("--label-smooth", type=number(above=0.5, high=1), help="with --loss bce: D's target for real images, "
-        "e.g. 0.9 (one-sided label smoothing; default 1: off)")
-    add("--lr-schedule", choices=("constant", "linear"), help="constant (default) or linear: both learning "
+        "e.g. 0.9 (one-sided label smoothing; 1: off)")
+    add("--lr-schedule", choices=("constant", "linear"), help="constant or linear: both learning "
         "rates fall linearly to 0 from --lr-decay-start of the run to its end")
     add("--lr-decay-start", type=number(low=0, below=1), help="with --lr-schedule linear: the fraction of "
-        "the planned iterations after which the rates decay (default 0.5)")
-    add("--seed", type=SEED, help="seed for weights, data order, noise (default 0)")
+        "the planned iterations after which the rates decay")
+    add("--seed", type=SEED, help="seed for weights, data order, noise")
 
 
 def add_run_flags(add):
-    add("--device", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    add("--device", help="auto | cpu | cuda | cuda:N | mps")
     add("--run", "--run-name", dest="run", help="run name: outputs/<run>/ and checkpoints/<run>/ (default: config "
         "name, res and time); under torchrun write --run-name, which torchrun's own parser leaves alone")
     add("--resume", help="auto (the newest run of this name or config) or a checkpoint path")
-    add("--log-every", type=integer(1), help="iterations per metrics.csv line and progress update (default 10)")
-    add("--ckpt-minutes", type=number(above=0), help="also rewrite latest.pt this often (default 10)")
-    add("--ckpt-every", type=integer(0), help="keep epoch_NNN.pt every this many epochs (default 5; 0: never)")
+    add("--log-every", type=integer(1), help="iterations per metrics.csv line and progress update")
+    add("--ckpt-minutes", type=number(above=0), help="also rewrite latest.pt this often (minutes)")
+    add("--ckpt-every", type=integer(0), help="keep epoch_NNN.pt every this many epochs (0: never)")
     add("--recal-samples", type=integer(1, 1_000_000),
-        help="noise samples to recalibrate G's BatchNorm for eval (default 4096)")
+        help="noise samples to recalibrate G's BatchNorm for eval")
     add("--fid-every", type=integer(0),
         help="FID every this many epochs into metrics.csv and fid.png; best.pt (0: off)")
     add("--fid-n", type=integer(2, FID_N_MAX, why="2048 or more for a full-rank FID"),
-        help="generated images per FID (default 5000; below 2048 FID is rank-deficient)")
+        help="generated images per FID (below 2048 FID is rank-deficient)")
     add("--fid-real", help="real images for FID: a packed dataset, folder, .npz stats (default: --data)")
     add("--tensorboard", action=argparse.BooleanOptionalAction, help="also log losses, D's outputs, speed, FID and "
         "the grids to outputs/<run>/tensorboard/ (needs: pip install tensorboard)")
@@ -133,10 +133,31 @@ def add_speed_flags(add):
 def build_parser(description, add_own_flags=None):
     """train.py's flags, and a command's own where it has some (network.py, dataloader.py)."""
     parser = ArgumentParser(description=description)
-    for add_flags in (add_data_flags, add_model_flags, add_optimisation_flags, add_run_flags, add_speed_flags,
-                      add_own_flags or (lambda add: None)):
-        add_flags(parser.add_argument)
+    for add_flags in (add_data_flags, add_model_flags, add_optimisation_flags, add_run_flags, add_speed_flags):
+        add_flags(with_default(parser.add_argument))
+    if add_own_flags:
+        add_own_flags(parser.add_argument)
     return parser
+
+
+def with_default(add_argument):
+    """add_argument that ends a flag's help with its default from DEFAULTS, so that the two cannot drift;
+    flags whose default is empty (no augmentation, no run name yet) say in their help what that means."""
+    def add(*names, **kwargs):
+        key = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
+        if DEFAULTS.get(key) not in (None, ""):
+            help_text, default = kwargs["help"], shown_default(DEFAULTS[key])
+            kwargs["help"] = help_text[:-1] + f"; default {default})" if help_text.endswith(")") \
+                else f"{help_text} (default {default})"
+        return add_argument(*names, **kwargs)
+    return add
+
+
+def shown_default(value):
+    """A default as --help shows it: on/off for switches, 0.0002 rather than 0.0002000 for numbers."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def parse_settings(argv, description, add_own_flags=None):

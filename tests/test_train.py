@@ -20,7 +20,7 @@ from fakefacegen.metrics.inception import load_inception
 from fakefacegen.network import Generator, init_dcgan
 from fakefacegen.runs import MetricsLog
 from fakefacegen.sampling import recalibrated_copy
-from fakefacegen.settings import DEFAULTS, parse_settings, settings_from_checkpoint
+from fakefacegen.settings import DEFAULTS, build_parser, parse_settings, settings_from_checkpoint, shown_default
 from fakefacegen.training.state import TrainState
 
 LOSS_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
@@ -313,3 +313,15 @@ def test_a_checkpoint_from_before_the_augmentation_metrics_resumes(tmp_path):
     resumed = load(path)
     assert resumed["step"] == 4 and resumed["augment_p"].item() == 0.0 and len(resumed["log_window"]) == 7
     assert [r[0] for r in read_metrics(tmp_path / "outputs" / "old" / "metrics.csv")] == ["2", "3", "4"]
+
+
+def test_every_help_states_the_default_of_the_one_table():
+    """--help takes each default from settings.DEFAULTS, so a changed default cannot leave a stale help."""
+    checked = 0
+    for action in build_parser("")._actions:
+        if DEFAULTS.get(action.dest) not in (None, ""):
+            default = shown_default(DEFAULTS[action.dest])
+            assert action.help.endswith((f"(default {default})", f"; default {default})")), action.help
+            assert "(default" not in action.help[:-len(default) - 12], action.help  # said once, at the end
+            checked += 1
+    assert checked >= 40
