@@ -12,7 +12,7 @@ attribute vector is the mean code of faces with an attribute minus the mean of f
 to any code adds the attribute (latent_directions.py). Seeds mean what they mean in generate.py.
 --from-probe labels generated faces with a logistic regression trained on labelled real images
 (attribute_probe.py): on the FID network's features by default; for toy faces use --features pixels, which
-transfers to rough 32 px samples where an Inception probe does not (measured on the demo model; see README).
+transfers to rough 32 px samples where an Inception probe does not (measured on the demo model; see docs/editing.md).
 Files go to outputs/<run>/latent/ (--out-dir to change): sefa.pt, sefa.json, sefa.png, vectors/<name>.pt
 and .json, edit_<name>_seed<S>.png.
 """

@@ -3,9 +3,8 @@
 import argparse
 import math
 import sys
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 SEED_MAX = 2**31 - 1  # seeds are 0 .. 2**31 - 1: the range numpy, torch and the toy faces all accept
 

@@ -11,7 +11,7 @@ import numpy as np
 from fakefacegen.runs import loss_rows
 
 SPREAD_CELLS = 8  # images compared as 8x8 cell means: faces differ in pose, hair, skin and background
-SPREAD_FLOOR = 0.25  # samples varying under a quarter as much as the data have collapsed (README: Training)
+SPREAD_FLOOR = 0.25  # samples varying under a quarter as much as the data have collapsed (docs/training.md)
 SPREAD_IMAGES = 64  # real images the data's spread is measured on, as many as the grid has samples
 # A new G draws nearly the same blur for every noise: a healthy toy-face run's samples vary 9% as much as the data
 # after 6k images, 25% after 19k, 44% after 25k, 67% after 50k. Their spread is judged from 50k images on.

@@ -90,7 +90,7 @@ def open_dataset(data, res, seed=0, toy_size=20000):
     root = Path(data)
     if not root.exists():
         raise UserError(f"--data {data} does not exist: make it with {_preprocess_command(data, res)} (README: "
-                        "Data set-up), or give a folder of images, or toyfaces")
+                        "Data), or give a folder of images, or toyfaces")
     if not root.is_dir():
         raise UserError(f"--data {data} is a file: give a folder of images or a dataset made by preprocess.py")
     if is_packed(root):

@@ -8,7 +8,7 @@ An attribute vector is the mean latent code of faces that have an attribute minu
 lack it; adding it to any code adds the attribute.
 """
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -92,7 +92,7 @@ def save_vector(folder, name, vector, meta):
     path = vector_path(folder, name)
     vector = vector.detach().float().cpu()
     meta = {"name": name, "nz": len(vector), "norm": round(vector.norm().item(), 6),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **meta}
+            "created": datetime.now(UTC).isoformat(timespec="seconds"), **meta}
     with atomic_path(path) as tmp:
         torch.save({"vector": vector, **meta}, tmp)
     write_json(path.with_suffix(".json"), {**meta, "vector": [round(v, 6) for v in vector.tolist()]})

@@ -1,5 +1,5 @@
 """The speed policy: what `auto` means on each kind of device (bf16 autocast, channels_last, the CUDA graph), the
-settings a run cannot have, and the memory format the models are put in. README: Speed."""
+settings a run cannot have, and the memory format the models are put in. docs/speed.md says what each was measured at."""
 import torch
 
 from fakefacegen.cli import UserError
@@ -15,7 +15,7 @@ def native_bf16(device):
 
 
 def speed_settings(cfg, device, processes=1):
-    """Resolve `auto` to what was measured fastest on this kind of device (README: Speed).
+    """Resolve `auto` to what was measured fastest on this kind of device (docs/speed.md).
     CUDA: the iteration as a CUDA graph, channels_last, and bf16 autocast where the GPU has bf16 (H100, 64 px,
     batch 128: 48.2k img/s, against 27.4k in fp32 and 14.5k for the best eager step). An eager CUDA step is
     bound by kernel launches, and there autocast's casts made it slower (11.8k against 14.5k), so without the

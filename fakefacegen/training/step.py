@@ -190,7 +190,8 @@ def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None
         torch.clear_autocast_cache()  # and those of G's weights: the next G update must see the new ones
     # D(x), D(G(z)): probabilities for bce; the raw critic scores for the other losses
     score = torch.sigmoid if cfg["loss"] == "bce" else torch.as_tensor
-    applied = augment_p if augment_p is not None else loss_d.new_tensor(float(bool(policy)))
+    # new_full fills on the device: a CUDA graph cannot record a copy from a Python number
+    applied = augment_p if augment_p is not None else loss_d.new_full((), float(bool(policy)))
     return torch.stack([loss_d.detach(), loss_g.detach(), score(real_logits.detach()).mean(),
                         score(fake_logits.detach()).mean(), real_sign, applied.float()])
 
