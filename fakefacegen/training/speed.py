@@ -1,5 +1,5 @@
 """The speed policy: what `auto` means on each kind of device (bf16 autocast, channels_last, the CUDA graph), the
-settings a run cannot have, and the memory format the models are put in. docs/speed.md says what each was measured at."""
+settings a run cannot have, and the memory format the models are put in. docs/speed.md has the measurements."""
 import torch
 
 from fakefacegen.cli import UserError
