@@ -40,12 +40,12 @@ def test_a_run_that_collapses_says_so_and_a_healthy_one_does_not(tmp_path):
     faces at 32 px, within 800 iterations). The demo's recipe on the same faces for as long warns of nothing."""
     budget = ["--toy-size", "1280", "--batch-size", "64", "--epochs", "40", "--log-every", "20", "--ckpt-every", "0"]
     bad = run_script("train.py", *TINY, *budget, "--g-loss", "saturating", "--lr-d", "0.001", "--run", "bad",
-                     cwd=tmp_path)
+                     cwd=tmp_path, timeout=900)  # about 20 s alone; the margin is for a busy machine
     assert "warning: D wins outright" in bad.stdout and "warning: mode collapse" in bad.stdout
     assert bad.stdout.count("warning: mode collapse") == 1  # said when it appears, not at every save
     report = (tmp_path / "outputs" / "bad" / "report.html").read_text()
     assert "Warning: mode collapse" in report and "--ada-target" in report
     good = run_script("train.py", "--config", REPO / "configs" / "demo.toml", *budget, "--device", "cpu",
-                      "--run", "good", cwd=tmp_path)
+                      "--run", "good", cwd=tmp_path, timeout=900)
     assert "warning" not in good.stdout
     assert "Warning" not in (tmp_path / "outputs" / "good" / "report.html").read_text()
