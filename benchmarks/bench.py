@@ -187,7 +187,7 @@ def variants(device):
 
 
 def build_parser():
-    p = ArgumentParser(description=__doc__)
+    p = ArgumentParser(prog="python -m benchmarks.bench", description=__doc__)
     p.add_argument("--res", type=int, nargs="+", choices=RESOLUTIONS, default=[64, 128],
                    help="resolutions (default 64 128)")
     p.add_argument("--batch", type=BATCH_SIZE, nargs="+", default=[128], help="batch sizes (default 128; several "

@@ -119,7 +119,7 @@ def bench_frechet(rounds):
 
 
 def main():
-    p = ArgumentParser(description=__doc__)
+    p = ArgumentParser(prog="python -m benchmarks.bench_fid", description=__doc__)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--batches", type=int, default=1, help="batches per timed round")

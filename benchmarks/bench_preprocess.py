@@ -105,7 +105,8 @@ def warm_cache(files):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_preprocess",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder of photos (default: %(default)s)")
     parser.add_argument("--res", type=int, default=64)
     parser.add_argument("--crop", default="celeba")

@@ -148,7 +148,7 @@ def plot_modes(all_results, path):
 
 
 def build_parser():
-    p = ArgumentParser(description=__doc__)
+    p = ArgumentParser(prog="python -m benchmarks.toy2d", description=__doc__)
     p.add_argument("--steps", type=int, default=2000, help="G updates per method (default 2000)")
     p.add_argument("--methods", default="gan,wgan,wgan-gp", help="any of gan, wgan, wgan-gp")
     p.add_argument("--seed", type=int, default=0)
