@@ -90,7 +90,7 @@ class TrainingStep:
                                       first_d_update=state.step * cfg["d_steps"],
                                       augment_p=state.augment_p if adaptive else None)
         if adaptive:  # every process moves p by the same mean signal, so their augmentation stays the same
-            signal = self.world.mean(metrics[4].clone())
+            signal = self.world.mean(metrics[METRICS.index("real_sign")].clone())
             diffaug.adapt_probability(state.augment_p, signal, cfg["ada_target"],
                                       cfg["batch_size"] * len(real_batches), cfg["ada_kimg"])
         state.log_window += torch.cat([metrics, metrics.new_ones(1)])  # the last slot counts the iterations
@@ -113,11 +113,9 @@ class IterationValues:
         self.on_device = True
         self.ema_weight = torch.tensor(float(self.ema_weight), device=device)
         if learning_rates:
-            for group in self.groups():
-                group["lr"] = torch.tensor(float(group["lr"]), device=device)
-
-    def groups(self):
-        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+            for optimizer in self.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = torch.tensor(float(group["lr"]), device=device)
 
     def set_learning_rates(self, lr_g, lr_d):
         for optimizer, lr in zip(self.optimizers, (lr_g, lr_d)):
