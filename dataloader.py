@@ -60,6 +60,9 @@ def main(argv=None):
     save_png(grid_image(as_d_sees_it(first, cfg, world.device)), out)
     print(f"{data.description}: {len(data.dataset)} images, batches of {cfg['batch_size']}; "
           f"{rate:.0f} images/s over {read} batches; the first batch as D sees it: {out}")
+    if cfg["ada_target"]:
+        print("with --ada-target each transform applies with a probability that starts at 0 and follows D's "
+              "overfitting; the grid shows them all applied")
 
 
 if __name__ == "__main__":
