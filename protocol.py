@@ -3,12 +3,14 @@ measure every final generator against those held-out faces.
 
     python protocol.py configs/dcgan_celeba64.toml configs/ema.toml --images 2000000 --seeds 0,1
     python protocol.py configs/dcgan_anime64.toml configs/diffaug.toml --set anime64 --images 1000000
+    python protocol.py configs/dcgan_celeba128.toml --set celeba128 --images 125000 --seeds 0
 
 --set celeba64 trains on the 5,800 photos of ../shared/data/celeba_sample that ../shared/fid_reference does
 not hold (packed once, --crop celeba, into data/protocol/celeba64-train/) and measures FID and KID of --fid-n
-samples (4,200) against the 4,200 faces of celeba_a + celeba_b; --set anime64 trains on anime_sample less
-anime_a and measures against the 2,100 faces of anime_a. The budget is real images seen by D, not minutes
-(minutes rank machines, not methods): each run stops after ceil(images / (batch_size x d_steps)) iterations
+samples (4,200) against the 4,200 faces of celeba_a + celeba_b; --set celeba128 trains on the same photos at
+128 px and measures against the same 4,200 held-out photos cut the same way at 128 px; --set anime64 trains on
+anime_sample less anime_a and measures against the 2,100 faces of anime_a. The budget is real images seen by D,
+not minutes (minutes rank machines, not methods): each run stops after ceil(images / (batch_size x d_steps)) iterations
 of its own settings. Each config trains once per seed (runs protocol-<set>-<config>-s<seed>, resumed when
 they exist); the table gives the mean and standard deviation over seeds. Flags after `--` go to every
 train.py run; the data, resolution, seed and budget are the protocol's. A run whose data holds any held-out
@@ -63,7 +65,8 @@ def build_parser():
     p.add_argument("--images", type=integer(1), required=True, help="budget: real images seen by D per run")
     p.add_argument("--seeds", type=seed_list, default=[0, 1], help="training seeds per config (default 0,1)")
     p.add_argument("--fid-n", type=integer(2, FID_N_MAX),
-                   help="samples per FID, at most the held-out faces (default: all of them, 4200 or 2100)")
+                   help="samples per FID, at most the held-out faces (default: all of them: 4200 for celeba, 2100 "
+                   "for anime)")
     p.add_argument("--shared", default=str(REPO.parent / "shared"),
                    help="the folder holding data/ and fid_reference/ (default: ../shared beside the repository)")
     p.add_argument("--tag", default="", help="suffix for the run names, to keep several protocols apart")

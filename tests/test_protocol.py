@@ -1,6 +1,7 @@
 """The quality protocol: the held-out split, the refusal of runs that trained on held-out faces, the budget in
 images, and one tiny end-to-end run. A small fake shared tree stands in for ../shared, so these run without it."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +11,15 @@ from PIL import Image
 from fakefacegen.cli import UserError
 from fakefacegen.data.image_files import CELEBA_BOX
 from fakefacegen.data.photo_packing import pack_source
-from fakefacegen.metrics.heldout import SETS, check_trained_apart, ensure_split, held_out, split_dir, steps_for_images
+from fakefacegen.metrics.heldout import (
+    SETS,
+    check_trained_apart,
+    ensure_split,
+    held_out,
+    recut_source,
+    split_dir,
+    steps_for_images,
+)
 from fakefacegen.metrics.inception import packaged_weights_path
 from fakefacegen.settings import parse_settings
 
@@ -56,6 +65,22 @@ def test_references_that_are_not_the_first_photos_or_not_their_cut_are_refused(s
     reference.rename(reference.with_name(f"{PHOTOS:06d}.png"))  # the last photo, not the first ones
     with pytest.raises(UserError, match="not the first 4 photos"):
         held_out(shared, CELEBA)
+
+
+def test_celeba128_holds_out_the_same_photos_and_measures_them_cut_at_128(shared):
+    at64, at128 = held_out(shared, CELEBA), held_out(shared, SETS["celeba128"])
+    assert at128.train_names == at64.train_names and at128.stems == at64.stems
+    source = recut_source(at128, 3)
+    faces = np.concatenate(list(source.batches(2)))
+    assert faces.shape == (3, 128, 128, 3) and faces.dtype == np.uint8 and source.res == 128
+    for face, reference, other in zip(faces, at64.references[:3], at64.references[1:4]):
+        small = np.asarray(Image.fromarray(face).resize((64, 64), Image.BICUBIC), dtype=float)
+        assert np.abs(small - np.asarray(Image.open(reference), dtype=float)).mean() < 4  # the same face
+        assert np.abs(small - np.asarray(Image.open(other), dtype=float)).mean() > 20  # not its neighbour
+    before = source.fingerprint()
+    assert before == recut_source(held_out(shared, SETS["celeba128"]), 3).fingerprint()  # the cache finds it
+    os.utime(at128.photos[0], ns=(0, 0))  # a photo edited: its faces are measured again
+    assert recut_source(at128, 3).fingerprint() != before
 
 
 def test_a_run_on_data_that_holds_held_out_photos_is_refused(shared, tmp_path, monkeypatch):

@@ -86,7 +86,7 @@ def _same_size_batches(images, batch_size, sizes):
         yield np.stack(batch)
 
 
-def _listing_fingerprint(root, files):
+def listing_fingerprint(root, files):
     """Names, sizes and modification times of the files: any edit changes one, and no pixel is read.
     Which files end up used depends on which decode, so every listed file counts."""
     digest = hashlib.sha256()
@@ -115,7 +115,7 @@ def folder_source(root, n):
             source.res = h if h == w else f"{h}x{w}"
 
     source = ImageSource("folder", root.resolve().name, f"folder {root}", min(n, len(files)), None, batches,
-                         lambda: _listing_fingerprint(root, files))
+                         lambda: listing_fingerprint(root, files))
     return source
 
 

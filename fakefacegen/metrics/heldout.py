@@ -3,7 +3,9 @@ measured against (the fid_reference folders, never trained on), the check that a
 them, the training split packed once, and FID and KID of a checkpoint against the held-out faces.
 
 The reference folders are the first N photos of the sample sorted by name, saved under the same stem and cut
-as fid_reference/README.md says; held_out() checks both before anything is trained."""
+as fid_reference/README.md says; held_out() checks both before anything is trained. A set at another resolution
+than the references' (celeba128) is measured against the same photos cut the same way at its own."""
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from fakefacegen.metrics.fid import (
     kernel_inception_distance,
     stats_of_features,
 )
-from fakefacegen.metrics.fid_sources import open_source, stats_of_source
+from fakefacegen.metrics.fid_sources import ImageSource, listing_fingerprint, open_source, stats_of_source
 
 CONTENT_CHECKS = 8  # reference faces per folder compared with the photo they were cut from
 CONTENT_TOLERANCE = 1.0  # mean absolute difference in 0..255: another JPEG decoder, not another photo
@@ -35,17 +37,19 @@ class ProtocolSet:
     """A protocol set: `source` (under the shared folder) holds the photos, `references` (folders under
     fid_reference/) the held-out faces; the rest of `source` is packed with `crop` at `res` to train on.
     reference_box: the box the references were cut from each photo before the bicubic resize to res (None:
-    not cut nor resized)."""
+    not cut nor resized); reference_res: the side of the faces in those folders."""
     name: str
     source: str
     references: tuple
     crop: str
     reference_box: tuple
     res: int
+    reference_res: int = 64
 
 
 SETS = {s.name: s for s in (
     ProtocolSet("celeba64", "data/celeba_sample", ("celeba_a", "celeba_b"), "celeba", CELEBA_BOX, 64),
+    ProtocolSet("celeba128", "data/celeba_sample", ("celeba_a", "celeba_b"), "celeba", CELEBA_BOX, 128),
     ProtocolSet("anime64", "data/anime_sample", ("anime_a",), "none", None, 64),
 )}
 
@@ -58,6 +62,7 @@ class HeldOut:
     folders: list
     references: list  # the reference files, folder after folder, each folder sorted
     stems: frozenset  # their names without extension: the photos they were cut from
+    photos: list  # those photos, in the order of the references
     train_names: list  # the source's other photos, sorted, as names relative to it
 
 
@@ -85,7 +90,8 @@ def held_out(shared, pset):
                         "fid_reference/README.md says: the held-out split cannot be trusted")
     for path in spread(references, CONTENT_CHECKS * len(folders)):
         check_cut_from(path, shared / pset.source / first[stem(path)], pset)
-    return HeldOut(pset, shared / pset.source, folders, references, frozenset(stems), names[len(stems):])
+    photos = [shared / pset.source / first[name] for name in stems]
+    return HeldOut(pset, shared / pset.source, folders, references, frozenset(stems), photos, names[len(stems):])
 
 
 def spread(items, count):
@@ -97,16 +103,22 @@ def spread(items, count):
 
 def check_cut_from(reference, photo, pset):
     """The reference face is its photo cut as fid_reference/README.md says (UserError if it is another)."""
-    with Image.open(photo) as image:
-        expected = image.convert("RGB")
-    if pset.reference_box is not None:
-        expected = expected.crop(pset.reference_box).resize((pset.res, pset.res), Image.BICUBIC)
+    expected = cut_face(photo, pset.reference_box, pset.reference_res).astype(np.int16)
     with Image.open(reference) as image:
         found = np.asarray(image.convert("RGB"), dtype=np.int16)
-    expected = np.asarray(expected, dtype=np.int16)
     if found.shape != expected.shape or np.abs(found - expected).mean() > CONTENT_TOLERANCE:
         raise UserError(f"{reference} is not {photo} cut as fid_reference/README.md says: the reference "
                         "folders do not match the photos of that name, so the held-out split cannot be trusted")
+
+
+def cut_face(photo, box, res):
+    """A photo cut as fid_reference/README.md says: RGB, the box, a bicubic resize to res x res (box None:
+    as it is), uint8 (res, res, 3)."""
+    with Image.open(photo) as image:
+        face = image.convert("RGB")
+    if box is not None:
+        face = face.crop(box).resize((res, res), Image.BICUBIC)
+    return np.asarray(face)
 
 
 # ---------------------------------------------------------------------------------------------- training split
@@ -188,7 +200,11 @@ def steps_for_images(images, cfg):
 # ---------------------------------------------------------------------------------------------- FID
 
 def reference_stats(held, n, inception, device):
-    """FID statistics of the first n held-out faces, folder after folder (each folder's features cached)."""
+    """FID statistics of the first n held-out faces, folder after folder (each folder's features cached), or
+    cut again from their photos where the set's resolution is not the folders'."""
+    if held.pset.res != held.pset.reference_res:
+        stats = stats_of_source(recut_source(held, n), inception, device, desc=f"held-out {held.pset.name}")
+        return stats_of_features(stats["features"], f"held-out {held.pset.name}")
     features = []
     for folder in held.folders:
         wanted = n - sum(len(f) for f in features)
@@ -196,6 +212,24 @@ def reference_stats(held, n, inception, device):
             source, _ = open_source(str(folder), wanted, held.pset.res, 0, device)
             features.append(stats_of_source(source, inception, device, desc=f"held-out {folder.name}")["features"])
     return stats_of_features(np.concatenate(features), f"held-out {held.pset.name}")
+
+
+def recut_source(held, n):
+    """The first n held-out faces cut from their photos at the set's resolution, with the box and resize the
+    reference folders were cut with at theirs; cached like any real set, keyed on the photos, box and size."""
+    photos, pset = held.photos[:n], held.pset
+
+    def batches(batch_size):
+        for start in range(0, len(photos), batch_size):
+            chunk = photos[start:start + batch_size]
+            yield np.stack([cut_face(photo, pset.reference_box, pset.res) for photo in chunk])
+
+    def fingerprint():
+        listing = listing_fingerprint(held.source, photos)
+        return hashlib.sha256(f"{listing} {pset.reference_box} bicubic".encode()).hexdigest()
+
+    return ImageSource("recut", f"heldout-{pset.name}", f"held-out faces of {held.source} cut at {pset.res} px",
+                       len(photos), pset.res, batches, fingerprint)
 
 
 def fid_against(ckpt, real, n, inception, device):
