@@ -3,6 +3,7 @@
     python generate.py --ckpt checkpoints/<run>/latest.pt               # 8x8 grid of seeds 0..63
     python generate.py --ckpt ... --seed 100 --n 16 --individual        # 16 PNGs, seeds 100..115
     python generate.py --ckpt ... --interp 5                            # a loop through 5 seeds
+    python generate.py --ckpt ... --truncation 0.7                      # calmer faces, less variety
     python generate.py --ckpt ... --export g.safetensors                # G_eval alone, to share, + g.md
 
 --ckpt takes a training checkpoint or a generator exported with --export (its seeds give the same faces).
@@ -15,12 +16,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from fakefacegen.checkpoint import generator_from_state, load_checkpoint
-from fakefacegen.cli import SEED, ArgumentParser, UserError, check_seeds, integer, resolve_device, run
+from fakefacegen.cli import SEED, ArgumentParser, UserError, check_seeds, integer, number, resolve_device, run
 from fakefacegen.export import check_export_target, write_export
 from fakefacegen.files import atomic_path, save_png
 from fakefacegen.grids import grid_image
 from fakefacegen.runs import output_dir, run_of_checkpoint
-from fakefacegen.sampling import interpolation_latents, render, sample_noise
+from fakefacegen.sampling import interpolation_latents, render, sample_noise, truncate
 
 INTERP_FRAMES = 12  # frames between two seeds
 N_MAX = 1_000_000  # faces per call; --individual writes them a batch at a time, so memory stays flat
@@ -39,6 +40,9 @@ def build_parser():
     p.add_argument("--fixed", action="store_true", help="the run's fixed noise: the grid training drew")
     p.add_argument("--interp", type=integer(2, 100), metavar="K",
                    help="interpolate through K seeds: a strip PNG and a GIF")
+    p.add_argument("--truncation", type=number(0, 1), default=1.0, metavar="PSI",
+                   help="the truncation trick: every code moved toward the mean face by PSI, from 0 (the mean face "
+                        "alone) to 1 (off, the default); lower trades variety for typical, cleaner faces")
     p.add_argument("--export", metavar="PATH.safetensors",
                    help="write the sampling generator alone (safetensors, settings in its metadata) and a model "
                         "card PATH.md beside it, then stop")
@@ -71,7 +75,7 @@ def check_request(args):
 def check_export_request(args):
     """--export writes the generator and its card only: no sampling flag goes with it."""
     for flag, given in (("--out", args.out), ("--individual", args.individual), ("--fixed", args.fixed),
-                        ("--interp", args.interp)):
+                        ("--interp", args.interp), ("--truncation", args.truncation != 1)):
         if given:
             raise UserError(f"--export writes only the generator and its card: drop {flag}, or run generate.py "
                             "again without --export")
@@ -89,13 +93,17 @@ def check_grid(count, res):
 
 
 def output_path(args, name):
-    """--out, else outputs/<run of the checkpoint>/generated/<name>."""
+    """--out, else outputs/<run of the checkpoint>/generated/<name>, with _psi<PSI> before its suffix under
+    --truncation, so truncated faces never replace the plain ones."""
+    if args.truncation != 1:
+        name = Path(name).stem + f"_psi{args.truncation:g}" + Path(name).suffix
     return Path(args.out or output_dir(run_of_checkpoint(args.ckpt)) / "generated" / name)
 
 
 def write_interpolation(args, G, nz, device):
     """A strip of every frame (one row per pair of seeds) and a looping GIF beside it."""
     z = interpolation_latents(sample_noise(range(args.seed, args.seed + args.interp), nz), INTERP_FRAMES)
+    z = truncate(z, args.truncation)
     frames = render(G, z, device)
     out = output_path(args, f"interp_seed{args.seed}_k{args.interp}.png")
     save_png(grid_image(frames, ncols=INTERP_FRAMES), out)
@@ -107,16 +115,17 @@ def write_interpolation(args, G, nz, device):
 
 
 def noise_batches(args, ckpt, nz):
-    """(the first face's number: its seed, or its index in the fixed noise; the latents), BATCH at a time."""
+    """(the first face's number: its seed, or its index in the fixed noise; the latents), BATCH at a time,
+    truncated by --truncation."""
     if args.fixed:
         if "fixed_noise" not in ckpt:
             raise UserError(f"{args.ckpt} holds no fixed noise (a sampler-only file): drop --fixed")
         z = ckpt["fixed_noise"].cpu()
-        yield from ((start, z[start:start + BATCH]) for start in range(0, len(z), BATCH))
+        yield from ((start, truncate(z[start:start + BATCH], args.truncation)) for start in range(0, len(z), BATCH))
         return
     stop = args.seed + args.n
     for start in range(args.seed, stop, BATCH):
-        yield start, sample_noise(range(start, min(start + BATCH, stop)), nz)
+        yield start, truncate(sample_noise(range(start, min(start + BATCH, stop)), nz), args.truncation)
 
 
 def write_individual(args, G, batches, count, device):

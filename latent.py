@@ -6,15 +6,19 @@
     python latent.py attribute --ckpt ... --from-probe Eyeglasses --real data/celeba64 \\
         --attr-file list_attr_celeba.txt                                    # CelebA's 40 attributes
     python latent.py edit --ckpt ... --seed 7 --vector smile --strength 2    # strip: -2x ... 0 ... +2x
+    python latent.py project --ckpt ... --image me.jpg                       # your photo -> projected/me.npy
+    python latent.py edit --ckpt ... --code outputs/<run>/latent/projected/me.npy --sefa 0   # ... edited
 
 SeFa directions are the unit directions of z that move the generator's first feature map the most; an
 attribute vector is the mean code of faces with an attribute minus the mean of faces without, and adding it
-to any code adds the attribute (latent_directions.py). Seeds mean what they mean in generate.py.
+to any code adds the attribute (latent_directions.py). Seeds mean what they mean in generate.py. `project` finds
+the code whose sample is closest to a photo, cut as the checkpoint's training data was (projection.py); `edit`
+takes that code wherever it takes a seed.
 --from-probe labels generated faces with a logistic regression trained on labelled real images
 (attribute_probe.py): on the FID network's features by default; for toy faces use --features pixels, which
 transfers to rough 32 px samples where an Inception probe does not (measured on the demo model; see docs/editing.md).
 Files go to outputs/<run>/latent/ (--out-dir to change): sefa.pt, sefa.json, sefa.png, vectors/<name>.pt
-and .json, edit_<name>_seed<S>.png.
+and .json, projected/<photo>.npy, .png and .json, edit_<vector or sefaK>_<seedS or photo>.png.
 """
 import csv
 import re
@@ -23,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fakefacegen.checkpoint import load_generator
+from fakefacegen.checkpoint import discriminator_from_state, generator_from_state, load_checkpoint
 from fakefacegen.cli import (
     SEED,
     ArgumentParser,
@@ -35,6 +39,7 @@ from fakefacegen.cli import (
     run,
     seed_list,
 )
+from fakefacegen.data.image_files import BadImage, crop_label, parse_crop
 from fakefacegen.editing.attribute_probe import (
     PROBE_HOLDOUT,
     fit_probe,
@@ -49,11 +54,25 @@ from fakefacegen.editing.latent_directions import (
     check_name,
     check_seed,
     default_latent_dir,
+    edit_strip,
     first_layer_weight,
+    load_sefa,
     load_vector,
     save_sefa,
     save_vector,
     sefa,
+)
+from fakefacegen.editing.projection import (
+    MAX_STARTS,
+    MAX_STEPS,
+    STARTS,
+    STEPS,
+    code_name,
+    load_code,
+    photo_face,
+    project,
+    save_projection,
+    training_crop,
 )
 from fakefacegen.files import save_png
 from fakefacegen.grids import grid_image
@@ -63,7 +82,7 @@ from fakefacegen.sampling import render, sample_noise
 SEFA_SEEDS = "0,1,2"
 MIN_PROBE_PER_CLASS = 5  # generated faces needed on each side of the probe's 0.5 threshold
 SCALE = number(above=0, high=100)  # --alpha, --strength: far past where faces stay faces, short of overflow
-STEPS = integer(2, 101)  # frames of a figure or strip
+FRAMES = integer(2, 101)  # frames of a figure or strip
 FIGURE_MAX_FACES = 20_000  # the SeFa figure's faces, rendered at once (0.25 GB at 64 px)
 
 
@@ -79,12 +98,6 @@ def sefa_figure(G, directions, seeds, alpha, steps, device):
     blank = np.full((len(directions), len(seeds), 1, G.res, G.res, 3), 255, np.uint8)
     tiles = np.concatenate([images, blank], 2).reshape(len(directions), -1, G.res, G.res, 3)[:, :-1]
     return grid_image(tiles.reshape(-1, G.res, G.res, 3), ncols=tiles.shape[1])
-
-
-def edit_strip(G, z, vector, strength, steps, device):
-    """The face of z with strength * t * vector added, t from -1 to +1 in `steps` frames (middle: no edit)."""
-    ts = torch.linspace(-strength, strength, steps)
-    return render(G, z[None] + ts[:, None] * vector[None], device)
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -120,7 +133,7 @@ def read_labels(path):
 
 def build_parser():
     p = ArgumentParser(description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{sefa,attribute,edit}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{sefa,attribute,edit,project}")
 
     def command(name, help):
         s = sub.add_parser(name, help=help, description=help)
@@ -132,14 +145,16 @@ def build_parser():
 
     add_sefa_options(command("sefa", "the top-k SeFa directions, their eigenvalues and a figure"))
     add_attribute_options(command("attribute", "an attribute vector from labelled seeds or from a probe"))
-    add_edit_options(command("edit", "a strip of one face as a vector is applied, from -strength to +strength"))
+    add_edit_options(command("edit", "a strip of one face as a vector or SeFa direction is applied, from "
+                             "-strength to +strength"))
+    add_project_options(command("project", "the latent code whose face is closest to a photo, and a strip"))
     return p
 
 
 def add_sefa_options(s):
     s.add_argument("--k", type=integer(1), default=8, help="how many directions, at most nz (default 8)")
     s.add_argument("--alpha", type=SCALE, default=3.0, help="figure: steps from -alpha to +alpha (default 3)")
-    s.add_argument("--steps", type=STEPS, default=7, help="figure: columns per seed, odd (default 7)")
+    s.add_argument("--steps", type=FRAMES, default=7, help="figure: columns per seed, odd (default 7)")
     s.add_argument("--seeds", type=seed_list, default=SEFA_SEEDS, help=f"figure: seeds to edit (default {SEFA_SEEDS})")
 
 
@@ -162,11 +177,28 @@ def add_attribute_options(s):
 
 
 def add_edit_options(s):
-    s.add_argument("--seed", type=SEED, required=True, help="the face to edit (a seed, as in generate.py)")
-    s.add_argument("--vector", required=True, help="name of a saved attribute vector")
-    s.add_argument("--strength", type=SCALE, default=2.0, help="largest multiple of the vector (default 2)")
-    s.add_argument("--steps", type=STEPS, default=7, help="frames, odd so the middle one is unedited (default 7)")
-    s.add_argument("--out", help="output PNG (default <out-dir>/edit_<vector>_seed<S>.png)")
+    face = s.add_mutually_exclusive_group(required=True)
+    face.add_argument("--seed", type=SEED, help="the face to edit (a seed, as in generate.py)")
+    face.add_argument("--code", help="the face to edit: a code from latent.py project (.npy)")
+    along = s.add_mutually_exclusive_group(required=True)
+    along.add_argument("--vector", help="name of a saved attribute vector")
+    along.add_argument("--sefa", type=integer(0), metavar="K", help="SeFa direction K (0: the strongest), from "
+                       "sefa.pt when latent.py sefa made one")
+    s.add_argument("--strength", type=SCALE, default=2.0, help="largest multiple of the vector, or of z's standard "
+                   "deviation along a SeFa direction (default 2)")
+    s.add_argument("--steps", type=FRAMES, default=7, help="frames, odd so the middle one is unedited (default 7)")
+    s.add_argument("--out", help="output PNG (default <out-dir>/edit_<vector or sefaK>_<seedS or code>.png)")
+
+
+def add_project_options(s):
+    s.add_argument("--image", required=True, help="the photo: jpg, png, webp or bmp, of one face")
+    s.add_argument("--crop", help="how to cut the face out: celeba, center, none or a box L,T,R,B (default: as "
+                   "the checkpoint's training data was cut, else center)")
+    s.add_argument("--starts", type=integer(1, MAX_STARTS), default=STARTS,
+                   help=f"random codes optimised side by side, the best kept (default {STARTS})")
+    s.add_argument("--steps", type=integer(1, MAX_STEPS), default=STEPS, help=f"optimisation steps (default {STEPS})")
+    s.add_argument("--seed", type=SEED, default=0, help="seed of the random starts (default 0)")
+    s.add_argument("--name", help="name of the files under <out-dir>/projected/ (default: the photo's)")
 
 
 def cmd_sefa(args, G, folder, device):
@@ -235,25 +267,62 @@ def probe_of_real_images(args, config, device):
 
 
 def cmd_edit(args, G, folder, device):
-    vector = load_vector(folder, args.vector, G.nz)
-    frames = edit_strip(G, sample_noise([args.seed], G.nz)[0], vector, args.strength, args.steps, device)
-    out = Path(args.out or folder / f"edit_{args.vector}_seed{args.seed}.png")
+    if args.code:
+        z, face = load_code(args.code, G.nz), f"code {args.code}"
+    else:
+        z, face = sample_noise([args.seed], G.nz)[0], f"seed {args.seed}"
+    direction, along = edit_direction(args, G, folder)
+    frames = edit_strip(G, z, direction, args.strength, args.steps, device)
+    which = code_name(Path(args.code).stem) if args.code else f"seed{args.seed}"
+    out = Path(args.out or folder / f"edit_{along}_{which}.png")
     save_png(grid_image(frames, ncols=len(frames)), out)
-    print(f"wrote {out}: seed {args.seed}, {args.vector} from -{args.strength:g} to +{args.strength:g} "
-          f"(middle frame unedited)")
+    print(f"wrote {out}: {face}, {along} from -{args.strength:g} to +{args.strength:g} (middle frame unedited)")
+
+
+def edit_direction(args, G, folder):
+    """(the direction to move along, its name): a saved vector, or SeFa direction K (sefa.pt, else computed)."""
+    if args.vector:
+        return load_vector(folder, args.vector, G.nz), args.vector
+    if args.sefa >= G.nz:
+        raise UserError(f"--sefa must be from 0 to nz-1={G.nz - 1}, not {args.sefa}")
+    saved = load_sefa(folder, G.nz)
+    directions = saved[0] if saved and len(saved[0]) > args.sefa else sefa(first_layer_weight(G), args.sefa + 1)[0]
+    return directions[args.sefa], f"sefa{args.sefa}"
+
+
+def cmd_project(args, G, config, D, folder):
+    crop = parse_crop(args.crop) if args.crop else training_crop(config)
+    try:
+        face = photo_face(Path(args.image), G.res, crop)
+    except BadImage as err:
+        raise UserError(f"--image {args.image}: {err}; give a photo (jpg, png, webp, bmp) of one face") from None
+    name = check_name(args.name) if args.name else code_name(Path(args.image).stem)
+    print(f"projecting {args.image} (crop {crop_label(crop)}, {G.res} px): {args.starts} starts x {args.steps} "
+          f"steps, {'pixels + discriminator features' if D is not None else 'pixels only (no discriminator)'}")
+    result = project(G, face, D, args.starts, args.steps, args.seed)
+    meta = {"image": str(args.image), "crop": crop_label(crop), "ckpt": str(args.ckpt), "starts": args.starts,
+            "steps": args.steps, "seed": args.seed, "perceptual": "discriminator" if D is not None else "none"}
+    path = save_projection(folder, name, face, result, meta)
+    feature = "" if result.feature_distance is None else f", D-feature distance {result.feature_distance:.4f}"
+    print(f"wrote {path} (the code), {path.with_suffix('.png')} (photo | projection | the optimisation) and "
+          f"{path.with_suffix('.json')}: pixel RMSE {result.pixel_rmse:.1f} of 255{feature}, |z| = "
+          f"{result.norm_ratio:.3f} sqrt(nz); edit it: latent.py edit --ckpt {args.ckpt} --code {path} --sefa 0")
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
-    G, config = load_generator(args.ckpt, device)
+    ckpt = load_checkpoint(args.ckpt, device)
+    G, config = generator_from_state(ckpt, args.ckpt, device), ckpt["config"]
     folder = Path(args.out_dir) if args.out_dir else default_latent_dir(args.ckpt)
     if args.command == "sefa":
         cmd_sefa(args, G, folder, device)
     elif args.command == "attribute":
         cmd_attribute(args, G, config, folder, device)
-    else:
+    elif args.command == "edit":
         cmd_edit(args, G, folder, device)
+    else:
+        cmd_project(args, G, config, discriminator_from_state(ckpt, args.ckpt, device), folder)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,12 @@ import torch
 from fakefacegen.cli import UserError
 from fakefacegen.export import EXPORT_SUFFIX, read_exported
 from fakefacegen.files import atomic_path
-from fakefacegen.network import D_ARCHITECTURE_KEYS, G_ARCHITECTURE_KEYS, generator_from_config
+from fakefacegen.network import (
+    D_ARCHITECTURE_KEYS,
+    G_ARCHITECTURE_KEYS,
+    discriminator_from_config,
+    generator_from_config,
+)
 from fakefacegen.settings import check_saved
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", EXPORT_SUFFIX)  # the files load_checkpoint reads
@@ -86,3 +91,16 @@ def load_generator(path, device="cpu"):
     """The checkpoint's sampling generator and its config: all that generate.py and the tools need."""
     ckpt = load_checkpoint(path, device)
     return generator_from_state(ckpt, path, device), ckpt["config"]
+
+
+def discriminator_from_state(ckpt, path, device="cpu"):
+    """The discriminator of a loaded training checkpoint (eval mode), or None for an exported generator."""
+    if "D" not in ckpt:
+        return None
+    check_saved(ckpt["config"], path, D_ARCHITECTURE_KEYS)
+    D = discriminator_from_config(ckpt["config"]).to(device)
+    try:
+        D.load_state_dict(ckpt["D"])
+    except (RuntimeError, TypeError, AttributeError):
+        raise UserError(f"{path}: the discriminator's weights do not fit the architecture in its config") from None
+    return D.eval()

@@ -123,12 +123,16 @@ def generator_from_config(cfg):
     return Generator(cfg["res"], cfg["nz"], cfg["ngf"], cfg["g_act"])
 
 
+def discriminator_from_config(cfg):
+    return Discriminator(cfg["res"], cfg["ndf"], cfg["d_norm"], cfg["mbstd"])
+
+
 def models_from_config(cfg, device):
     """G and D as cfg describes them, initialised from cfg["seed"]: the initial weights are part of what a
     seed reproduces."""
     torch.manual_seed(cfg["seed"])
     G = generator_from_config(cfg)
-    D = Discriminator(cfg["res"], cfg["ndf"], cfg["d_norm"], cfg["mbstd"])
+    D = discriminator_from_config(cfg)
     if cfg["init"] == "dcgan":
         init_dcgan(G)
         init_dcgan(D)

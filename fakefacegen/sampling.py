@@ -2,6 +2,7 @@
 BatchNorm recalibration that makes eval-mode samples match training."""
 import copy
 
+import numpy as np
 import torch
 
 
@@ -10,14 +11,27 @@ def sample_noise(seeds, nz):
     return torch.stack([torch.randn(nz, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
+def truncate(z, psi):
+    """The truncation trick: each code moved toward the prior's mean by psi (1: unchanged; 0: the mean face).
+
+    Shrinking, rather than BigGAN's resampling of the components beyond a threshold, keeps each seed's face (a
+    calmer version of it, not another face) and applies as well to a code projected from a photo; z's prior
+    N(0, I) has its mean at 0, so the mean face is G(0)."""
+    return z * psi
+
+
 @torch.no_grad()
 def render(G, z, device, batch_size=256):
     """Latents -> uint8 images (N, H, W, 3), in batches; eval mode makes each image independent of the rest."""
     images = []
     for chunk in z.split(batch_size):
-        x = G(chunk.to(device)).float()
-        images.append(x.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
-    return torch.cat(images).numpy()
+        images.append(to_uint8(G(chunk.to(device))))
+    return np.concatenate(images)
+
+
+def to_uint8(images):
+    """Images in [-1, 1] (N, 3, H, W) -> uint8 (N, H, W, 3) on the CPU, rounded as a PNG of them stores."""
+    return images.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def generated_batches(G, n, seed, device, batch_size):

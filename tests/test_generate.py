@@ -5,6 +5,7 @@ from conftest import assert_one_line_error, run_script
 from PIL import Image
 
 import generate
+from fakefacegen.checkpoint import load_generator
 from fakefacegen.cli import UserError
 from fakefacegen.network import Generator
 from fakefacegen.sampling import render, sample_noise
@@ -77,3 +78,26 @@ def test_requests_that_cannot_be_met_are_refused_before_any_work(small_ckpt, tmp
     result = run_script("generate.py", "--ckpt", path, "--out", tmp_path, "--device", "cpu", cwd=tmp_path,
                         check=False)
     assert_one_line_error(result, "--out", "is a folder", "--individual")
+
+
+def test_truncation_one_changes_nothing_and_lower_moves_every_face_toward_the_mean(tiny_run, tmp_path):
+    _, path = tiny_run
+    G, config = load_generator(path)
+    nz = config["nz"]
+    common = ["--ckpt", str(path), "--n", "6", "--seed", "3", "--device", "cpu"]
+    generate.main([*common, "--out", str(tmp_path / "plain.png")])
+    generate.main([*common, "--truncation", "1", "--out", str(tmp_path / "one.png")])
+    assert (tmp_path / "plain.png").read_bytes() == (tmp_path / "one.png").read_bytes()
+    generate.main([*common, "--truncation", "0.5", "--individual", "--out", str(tmp_path / "half")])
+    z = sample_noise(range(3, 9), nz)
+    assert all(np.array_equal(np.asarray(Image.open(tmp_path / "half" / f"{seed:06d}.png")), face)
+               for seed, face in zip(range(3, 9), render(G, 0.5 * z, "cpu")))  # shrunk toward the mean, 0
+    mean_face = render(G, torch.zeros(1, nz), "cpu")[0].astype(float)
+    distances = [np.abs(render(G, psi * z, "cpu").astype(float) - mean_face).mean((1, 2, 3))
+                 for psi in (1, 0.6, 0.3, 0)]
+    assert np.all(np.diff(distances, axis=0) < 0) and np.all(distances[-1] == 0)
+    args = generate.build_parser().parse_args(["--ckpt", str(path), "--truncation", "0.7"])
+    assert generate.output_path(args, "seed0_n64.png").name == "seed0_n64_psi0.7.png"  # never over the plain grid
+    for value in ("-0.1", "1.5", "nan"):
+        result = run_script("generate.py", "--ckpt", path, "--truncation", value, cwd=tmp_path, check=False)
+        assert_one_line_error(result, "--truncation", "at least 0 and at most 1")

@@ -17,6 +17,7 @@ from torch import nn
 from fakefacegen.cli import SEED, UserError, checked
 from fakefacegen.files import atomic_path, write_json
 from fakefacegen.runs import output_dir, run_of_checkpoint
+from fakefacegen.sampling import render
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")  # also a safe file name: no dots, no slashes
 
@@ -45,6 +46,12 @@ def sefa(weight, k):
     directions = vectors[:, order].T
     peak = directions.gather(1, directions.abs().argmax(1, keepdim=True))
     return (directions * peak.sign()).float(), eigenvalues[order].float()
+
+
+def edit_strip(G, z, direction, strength, steps, device):
+    """The face of z with strength * t * direction added, t from -1 to +1 in `steps` frames (middle: no edit)."""
+    ts = torch.linspace(-strength, strength, steps)
+    return render(G, z[None] + ts[:, None] * direction[None], device)
 
 
 def attribute_vector(z, labels):
