@@ -1,4 +1,5 @@
-"""Explore a generator in your browser: a grid of faces, SeFa and attribute sliders, interpolation, labelling.
+"""Explore a generator in your browser: a grid of faces, SeFa and attribute sliders, interpolation, labelling,
+truncation, edit strips, and your own photo projected into the generator and edited with the same sliders.
 
     python explore.py --ckpt checkpoints/<run>/latest.pt            # then open the URL it prints
     python explore.py --ckpt ... --port 0 --device cpu              # any free port
@@ -6,17 +7,26 @@
 
 The page (explore.html) talks to a small JSON/PNG API on 127.0.0.1 (--host to serve on another address of this
 machine, with a warning: anyone who reaches it with the URL can write vectors); nothing is served from disk but
-that page, and the only files read or written are outputs/<run>/latent/sefa.pt and vectors/<name>.pt
-(--latent-dir to change), the ones latent.py uses. Directions come from sefa.pt when latent.py sefa made
-one, else they are computed at start (--k of them).
+that page, and the only files read or written are outputs/<run>/latent/sefa.pt, vectors/<name>.pt and
+projected/<name>.npy, .png and .json (--latent-dir to change), the ones latent.py uses. Directions come from
+sefa.pt when latent.py sefa made one, else they are computed at start (--k of them). An uploaded photo is cut
+as the checkpoint's training data was, projected as latent.py project does, and its code saved as
+projected/upload-<hash of the photo>.npy; the photo itself is not kept.
 
-API: GET /api/info; GET /api/face?seed=S (a plain sample, PNG); POST /api/render with JSON
-{"seed": S, "seed_b": S2, "t": 0..1, "sefa": [alpha, ...], "vectors": {"name": strength}} (PNG);
-POST /api/vector with {"name": N, "positive": [seeds], "negative": [seeds]} (builds and saves a vector).
+API: GET /api/info; GET /api/face?seed=S (a plain sample, PNG); POST /api/render with JSON {"seed": S or
+"code": NAME (a projected code), "seed_b": S2, "t": 0..1, "psi": 0..1, "sefa": [alpha, ...], "vectors":
+{"name": strength}} (PNG); POST /api/strip with {"face": a render request, "along": "sefa:K" or "vector:NAME",
+"strength": S, "steps": N} (PNG, as latent.py edit draws); POST /api/vector with {"name": N, "positive":
+[seeds], "negative": [seeds]} (builds and saves a vector); POST /api/project with {"image": the photo's bytes in
+base64, "crop": "celeba" | "center" | "none"} (JSON: the code's name, the cut photo and its projection as PNG
+data URLs, the distances), one at a time.
 
 The server checks every request's Host and launch token, and where writes come from
 (fakefacegen/editing/explore_server.py); this file holds what it serves.
 """
+import base64
+import binascii
+import hashlib
 import io
 import re
 import sys
@@ -27,8 +37,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from fakefacegen.checkpoint import load_generator
+from fakefacegen.checkpoint import discriminator_from_state, generator_from_state, load_checkpoint
 from fakefacegen.cli import SEED_MAX, ArgumentParser, UserError, resolve_device, run
+from fakefacegen.data.image_files import CROPS, BadImage, crop_label
 from fakefacegen.editing.explore_server import (
     HOST,
     PAGES,
@@ -45,6 +56,7 @@ from fakefacegen.editing.latent_directions import (
     check_name,
     check_seed,
     default_latent_dir,
+    edit_strip,
     first_layer_weight,
     list_vectors,
     load_sefa,
@@ -53,13 +65,28 @@ from fakefacegen.editing.latent_directions import (
     sefa,
     vector_path,
 )
+from fakefacegen.editing.projection import (
+    STARTS,
+    STEPS,
+    code_path,
+    list_codes,
+    load_code,
+    photo_face,
+    project,
+    save_projection,
+    training_crop,
+)
+from fakefacegen.grids import grid_image
 from fakefacegen.runs import run_of_checkpoint
-from fakefacegen.sampling import render, sample_noise, slerp
+from fakefacegen.sampling import render, sample_noise, slerp, truncate
 
 PAGE = Path(__file__).resolve().parent / "fakefacegen" / "editing" / "explore.html"
 ALPHA_MAX = 6.0  # SeFa sliders, in standard deviations of z (the directions have unit norm)
 STRENGTH_MAX = 3.0  # attribute sliders, in multiples of the saved vector
 MAX_LABELLED = 1000  # seeds per side when building a vector
+MAX_PHOTO = 8 * 2**20  # bytes of an uploaded photo: a phone's JPEG fits
+MAX_STRIP_FRAMES = 15
+RENDER_FIELDS = {"seed", "code", "seed_b", "t", "psi", "sefa", "vectors"}
 
 
 def seed_value(value, what="seed"):
@@ -78,50 +105,98 @@ def vector_name(value):
         raise BadRequest(str(err)) from None
 
 
+def png_bytes(image):
+    """uint8 (H, W, 3) or a PIL image -> PNG bytes."""
+    buffer = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def data_url(image):
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
+
+
+def decoded_photo(request):
+    """The bytes of an upload request's photo, checked: base64, at most MAX_PHOTO."""
+    if not isinstance(request, dict) or set(request) - {"image", "crop"} or not isinstance(request.get("image"), str):
+        raise BadRequest('the body must be {"image": the photo\'s bytes in base64, "crop": "celeba|center|none"}')
+    if len(request["image"]) > MAX_PHOTO * 4 // 3 + 4:
+        raise BadRequest(f"the photo must be at most {MAX_PHOTO // 2**20} MiB", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    try:
+        return base64.b64decode(request["image"], validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("image must be the photo's bytes in base64") from None
+
+
 class Explorer:
     """The generator, its SeFa directions and the run's saved vectors; thread-safe rendering."""
 
     def __init__(self, ckpt, device, latent_dir, k=8):
-        self.G, self.config = load_generator(ckpt, device)
+        loaded = load_checkpoint(ckpt, device)
+        self.G, self.config = generator_from_state(loaded, ckpt, device), loaded["config"]
+        self.D = discriminator_from_state(loaded, ckpt, device)  # None for an exported generator: pixels only
         self.device, self.latent_dir, self.ckpt = device, Path(latent_dir), Path(ckpt)
         saved = load_sefa(self.latent_dir, self.G.nz)
         self.directions, self.eigenvalues = saved or sefa(first_layer_weight(self.G), k)
+        self.crop = training_crop(self.config)
         self.lock = threading.Lock()  # one forward pass at a time: the CPU is shared anyway
-        self.vectors = {}  # name -> (mtime, tensor): reread when latent.py rewrites the file
+        self.projecting = threading.Lock()  # one upload at a time: the next is refused, not queued
+        self.files = {}  # path -> (mtime, tensor): vectors and codes, reread when latent.py rewrites them
 
     def info(self):
         return {"run": run_of_checkpoint(self.ckpt), "res": self.G.res, "nz": self.G.nz,
                 "sefa": [round(v, 4) for v in self.eigenvalues.tolist()], "vectors": self.vector_names(),
+                "codes": list_codes(self.latent_dir), "crop": crop_label(self.crop),
                 "limits": {"seed_max": SEED_MAX, "alpha_max": ALPHA_MAX, "strength_max": STRENGTH_MAX,
-                           "name_pattern": NAME_PATTERN.pattern}}
+                           "name_pattern": NAME_PATTERN.pattern, "photo_bytes": MAX_PHOTO,
+                           "strip_frames": MAX_STRIP_FRAMES}}
 
     def vector_names(self):
         return list_vectors(self.latent_dir)
 
-    def vector(self, name):
-        path = vector_path(self.latent_dir, vector_name(name))
+    def cached(self, path, what, load):
+        """load(path), reread only when the file changes; a missing file is a 404, a bad one a 422."""
         try:
             mtime = path.stat().st_mtime_ns
         except OSError:
-            raise BadRequest(f"unknown vector {name!r}", HTTPStatus.NOT_FOUND) from None
-        if name not in self.vectors or self.vectors[name][0] != mtime:
+            raise BadRequest(f"unknown {what}", HTTPStatus.NOT_FOUND) from None
+        if path not in self.files or self.files[path][0] != mtime:
             try:
-                self.vectors[name] = mtime, load_vector(self.latent_dir, name, self.G.nz)
+                self.files[path] = mtime, load()
             except UserError as err:
                 raise BadRequest(str(err), HTTPStatus.UNPROCESSABLE_ENTITY) from None
-        return self.vectors[name][1]
+        return self.files[path][1]
 
-    def latent_of(self, request):
-        """The latent code a render request describes, every field checked."""
-        if not isinstance(request, dict):
-            raise BadRequest("the body must be a JSON object")
-        unknown = set(request) - {"seed", "seed_b", "t", "sefa", "vectors"}
-        if unknown:
-            raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))[:80]}")
-        z = sample_noise([seed_value(request.get("seed"))], self.G.nz)[0]
+    def vector(self, name):
+        path = vector_path(self.latent_dir, vector_name(name))
+        return self.cached(path, f"vector {name!r}", lambda: load_vector(self.latent_dir, name, self.G.nz))
+
+    def code(self, name):
+        path = code_path(self.latent_dir, vector_name(name))
+        return self.cached(path, f"projected code {name!r}", lambda: load_code(path, self.G.nz))
+
+    def base_of(self, request):
+        """The face a render request starts from: a seed or a projected code, towards seed_b by t."""
+        if (request.get("seed") is None) == (request.get("code") is None):
+            raise BadRequest("give a seed or a code (a projected photo), not both")
+        if request.get("code") is not None:
+            z = self.code(request["code"])
+        else:
+            z = sample_noise([seed_value(request.get("seed"))], self.G.nz)[0]
         if request.get("seed_b") is not None:
             z_b = sample_noise([seed_value(request["seed_b"], "seed_b")], self.G.nz)[0]
             z = slerp(z, z_b, torch.tensor(number(request.get("t", 0), "t", 0, 1)))
+        return truncate(z, number(request.get("psi", 1), "psi", 0, 1))
+
+    def latent_of(self, request):
+        """The latent code a render request describes, every field checked; truncation (psi) applies to the
+        face before the sliders' edits, so an edit keeps its strength."""
+        if not isinstance(request, dict):
+            raise BadRequest("the body must be a JSON object")
+        unknown = set(request) - RENDER_FIELDS
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))[:80]}")
+        z = self.base_of(request)
         alphas = request.get("sefa", [])
         if not isinstance(alphas, list) or len(alphas) > len(self.directions):
             raise BadRequest(f"sefa must be a list of at most {len(self.directions)} numbers")
@@ -138,9 +213,51 @@ class Explorer:
     def png(self, z):
         with self.lock:
             image = render(self.G, z[None], self.device)[0]
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG")
-        return buffer.getvalue()
+        return png_bytes(image)
+
+    def strip(self, request):
+        """A strip of a face moved along one direction, as latent.py edit draws it (PNG bytes)."""
+        if not isinstance(request, dict) or set(request) - {"face", "along", "strength", "steps"}:
+            raise BadRequest('the body must be {"face": {...}, "along": "sefa:K" or "vector:NAME", "strength": S, '
+                             '"steps": N}')
+        along = str(request.get("along", ""))
+        kind, _, which = along.partition(":")
+        if kind == "sefa" and re.fullmatch(r"[0-9]{1,4}", which) and int(which) < len(self.directions):
+            direction, most = self.directions[int(which)], ALPHA_MAX
+        elif kind == "vector":
+            direction, most = self.vector(which), STRENGTH_MAX
+        else:
+            raise BadRequest(f"along must be sefa:0..{len(self.directions) - 1} or vector:NAME, not {along[:40]!r}")
+        strength = number(request.get("strength", 2), "strength", 0, most)
+        steps = int(number(request.get("steps", 7), "steps", 2, MAX_STRIP_FRAMES))
+        z = self.latent_of(request.get("face"))
+        with self.lock:
+            frames = edit_strip(self.G, z, direction, strength, steps, self.device)
+        return png_bytes(grid_image(frames, ncols=len(frames)))
+
+    def project_upload(self, request):
+        """Project an uploaded photo as latent.py project does; its code is saved as projected/upload-<hash>."""
+        data = decoded_photo(request)
+        crop = self.crop if request.get("crop") is None else request["crop"]
+        if crop not in CROPS:
+            raise BadRequest(f"crop must be one of {', '.join(CROPS)}")
+        try:
+            face = photo_face(io.BytesIO(data), self.G.res, crop)
+        except BadImage as err:
+            raise BadRequest(f"the photo cannot be used: {err}", HTTPStatus.UNPROCESSABLE_ENTITY) from None
+        if not self.projecting.acquire(blocking=False):
+            raise BadRequest("another photo is being projected: send this one when it is done",
+                             HTTPStatus.TOO_MANY_REQUESTS)
+        try:
+            with self.lock:
+                result = project(self.G, face, self.D, progress=False)
+        finally:
+            self.projecting.release()
+        name = "upload-" + hashlib.sha256(data + crop.encode()).hexdigest()[:12]
+        meta = {"image": "uploaded to explore.py", "crop": crop, "ckpt": str(self.ckpt), "starts": STARTS,
+                "steps": STEPS, "seed": 0, "perceptual": "discriminator" if self.D is not None else "none"}
+        save_projection(self.latent_dir, name, face, result, meta)
+        return {"code": name, "photo": data_url(face), "projection": data_url(result.sample), **result.summary()}
 
     def build_vector(self, request):
         """Save the attribute vector of the faces labelled + and - in the page; returns its summary."""
@@ -166,7 +283,8 @@ class Explorer:
 class Routes(SecureHandler):
     """The page and the API, by exact path."""
 
-    POST_PATHS = ("/api/render", "/api/vector")
+    POST_PATHS = ("/api/render", "/api/strip", "/api/vector", "/api/project")
+    BODY_LIMITS = {"/api/project": MAX_PHOTO * 4 // 3 + 1024}  # base64 is 4/3 of the bytes, and the JSON around
 
     def get(self, url):
         app = self.server.app
@@ -189,6 +307,10 @@ class Routes(SecureHandler):
         app = self.server.app
         if url.path == "/api/render":
             self.send(HTTPStatus.OK, app.png(app.latent_of(body)), "image/png")
+        elif url.path == "/api/strip":
+            self.send(HTTPStatus.OK, app.strip(body), "image/png")
+        elif url.path == "/api/project":
+            self.send_json(app.project_upload(body))
         else:
             try:
                 summary = app.build_vector(body)

@@ -1,6 +1,7 @@
 """explore.py: the API answers like generate.py, bad requests get a 4xx and the server keeps serving, other web
 pages (foreign Host, no token, cross-origin writes) and slow clients are refused, and the page works in a real
 headless browser (skipped where Playwright or Chromium is missing)."""
+import base64
 import http.client
 import io
 import json
@@ -19,7 +20,8 @@ from conftest import REPO
 from PIL import Image
 
 from fakefacegen.checkpoint import load_generator
-from fakefacegen.editing import latent_directions
+from fakefacegen.data.toyfaces import toyfaces
+from fakefacegen.editing import latent_directions, projection
 from fakefacegen.sampling import render, sample_noise
 
 READ_TIMEOUT = 2  # seconds: short, so that the slow-client test is quick
@@ -97,6 +99,19 @@ def test_api_draws_the_faces_generate_draws(server):
     assert np.array_equal(face(edited), render(G, sample_noise([3], 100) - 1.5 * vector, "cpu")[0])
 
 
+def png_base64(image):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def data_url_image(url):
+    assert url.startswith("data:image/png;base64,")
+    return face(base64.b64decode(url.split(",", 1)[1]))
+
+
+PNG_1X1 = png_base64(np.zeros((1, 1, 3), np.uint8))
+
 BAD_REQUESTS = [
     ("GET", "/api/face?seed=-1", None, 400),
     ("GET", "/api/face?seed=abc", None, 400),
@@ -133,6 +148,21 @@ BAD_REQUESTS = [
     ("GET", "/api/render", None, 404),
     ("POST", "/", {}, 404),
     ("PUT", "/api/render", {"seed": 1}, 405),
+    ("POST", "/api/render", {"seed": 1, "code": "x"}, 400),
+    ("POST", "/api/render", {}, 400),
+    ("POST", "/api/render", {"code": "nosuch"}, 404),
+    ("POST", "/api/render", {"code": "../../etc/passwd"}, 400),
+    ("POST", "/api/render", {"seed": 1, "psi": 1.5}, 400),
+    ("POST", "/api/strip", {"face": {"seed": 1}, "along": "sefa:99"}, 400),
+    ("POST", "/api/strip", {"face": {"seed": 1}, "along": "vector:nosuch"}, 404),
+    ("POST", "/api/strip", {"face": {"seed": 1}, "along": "sefa:0", "steps": 500}, 400),
+    ("POST", "/api/strip", {"face": {"seed": 1}, "along": "sefa:0", "strength": 100}, 400),
+    ("POST", "/api/project", {"image": "not base64!"}, 400),
+    ("POST", "/api/project", {"image": base64.b64encode(b"not an image").decode()}, 422),
+    ("POST", "/api/project", {"image": PNG_1X1}, 422),
+    ("POST", "/api/project", {"image": PNG_1X1, "crop": "../x"}, 400),
+    ("POST", "/api/project", {"image": PNG_1X1, "extra": 1}, 400),
+    ("POST", "/api/project", {"image": "A" * (8 * 2**20 * 4 // 3 + 100)}, 413),  # explore.MAX_PHOTO
 ]
 
 
@@ -288,6 +318,45 @@ def test_connections_beyond_the_cap_wait_for_a_thread(server):
     assert call(server, "GET", "/api/info")[0] == 200
 
 
+def test_a_photo_is_projected_saved_in_the_run_and_edited_like_a_seed(server):
+    G, _ = load_generator(server.ckpt)
+    photo = toyfaces([777_777], 96, 0)[0][0]
+    status, kind, body = call(server, "POST", "/api/project", {"image": png_base64(photo), "crop": "center"})
+    assert status == 200 and kind == "application/json", body[:300]
+    answer = json.loads(body)
+    assert answer["code"].startswith("upload-") and answer["pixel_rmse"] > 0
+    assert np.array_equal(data_url_image(answer["photo"]), projection.photo_face(io.BytesIO(base64.b64decode(
+        png_base64(photo))), 32, "center"))  # cut as preprocess.py cuts, at the generator's size
+    code = projection.load_code(projection.code_path(server.folder, answer["code"]), 100)
+    assert np.array_equal(data_url_image(answer["projection"]), render(G, code[None], "cpu")[0])
+    assert (server.folder / "projected" / f"{answer['code']}.png").is_file()  # in the run's latent folder only
+    assert answer["code"] in json.loads(call(server, "GET", "/api/info")[2])["codes"]
+    # The code goes wherever a seed goes: rendering, truncation, a strip along a SeFa direction.
+    rendered = call(server, "POST", "/api/render", {"code": answer["code"]})[2]
+    assert np.array_equal(face(rendered), data_url_image(answer["projection"]))
+    truncated = call(server, "POST", "/api/render", {"code": answer["code"], "psi": 0.5})[2]
+    assert np.array_equal(face(truncated), render(G, 0.5 * code[None], "cpu")[0])
+    status, kind, strip = call(server, "POST", "/api/strip", {"face": {"code": answer["code"]}, "along": "sefa:0",
+                                                              "strength": 3, "steps": 5})
+    assert status == 200 and kind == "image/png"
+    tiles = face(strip)
+    assert tiles.shape == (36, 5 * 34 + 2, 3)
+    directions, _ = latent_directions.sefa(latent_directions.first_layer_weight(G), 8)
+    assert np.array_equal(tiles[2:34, 2 + 34 * 4:34 + 34 * 4], render(G, code[None] + 3 * directions[0], "cpu")[0])
+    assert np.array_equal(tiles[2:34, 2 + 34 * 2:34 + 34 * 2], data_url_image(answer["projection"]))
+
+
+def test_a_cross_site_upload_is_refused_and_writes_nothing(server):
+    before = sorted(p.name for p in server.folder.rglob("*"))
+    photo = {"image": png_base64(toyfaces([5], 32, 0)[0][0])}
+    for headers, expected in (({"Origin": "http://evil.example"}, 403), ({"X-Explore-Token": None}, 403),
+                              ({"Content-Type": "text/plain"}, 415),
+                              ({"Host": "evil.example"}, 403)):
+        status, _, answer = call(server, "POST", "/api/project", photo, headers)
+        assert status == expected, (headers, status, answer[:200])
+    assert sorted(p.name for p in server.folder.rglob("*")) == before
+
+
 def test_page_in_a_headless_browser(server, browser_page):
     """Chromium loads the page from the printed URL; the grid's faces arrive, moving a SeFa slider changes the face
     and labelled faces build a vector."""
@@ -322,4 +391,17 @@ def test_page_in_a_headless_browser(server, browser_page):
     page.click("#build")
     page.wait_for_function("document.getElementById('vector-msg').className === 'msg ok'", timeout=15_000)
     assert latent_directions.vector_path(server.folder, "browser").exists()
+    # Your photo: a face goes in, its projection comes back and becomes the face the sliders edit; a strip of it.
+    photo = server.folder.parent / "browser_photo.png"
+    Image.fromarray(toyfaces([424_242], 64, 0)[0][0]).save(photo)
+    version = int(page.get_attribute("#face", "data-version"))
+    page.set_input_files("#photo-file", str(photo))
+    page.wait_for_function("document.getElementById('photo-msg').className === 'msg ok'", timeout=60_000)
+    page.wait_for_function("document.getElementById('projection').naturalWidth === 32")
+    page.wait_for_function(f"Number(document.getElementById('face').dataset.version) > {version}")
+    assert page.text_content("#caption").startswith("A = your photo (upload-")
+    page.select_option("#strip-along", "sefa:0")
+    page.click("#strip")
+    page.wait_for_function("!document.getElementById('strip-image').hidden && "
+                           "document.getElementById('strip-image').naturalWidth === 7 * 34 + 2")
     assert not errors, errors

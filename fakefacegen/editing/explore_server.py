@@ -91,6 +91,7 @@ class SecureHandler(BaseHTTPRequestHandler):
     raises BadRequest for a 4xx; any other error is a 500 and the server keeps serving."""
 
     POST_PATHS = ()
+    BODY_LIMITS = {}  # path -> the largest body it takes, where that is more than MAX_BODY
 
     server_version = "FakeFaceGenExplore/1"
 
@@ -175,7 +176,7 @@ class SecureHandler(BaseHTTPRequestHandler):
         if body is None:
             raise BadRequest("a JSON body with a Content-Length is needed", HTTPStatus.LENGTH_REQUIRED)
         if too_big:
-            raise BadRequest(f"the body must be at most {MAX_BODY} bytes", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            raise BadRequest(f"the body must be at most {self.body_limit()} bytes", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
         try:
             body = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: [[[[...]]]] nested thousands deep
@@ -186,14 +187,16 @@ class SecureHandler(BaseHTTPRequestHandler):
         self.send(HTTPStatus.OK, json.dumps(value).encode(), "application/json")
 
     def read_body(self):
-        """(body bytes, or None without a Content-Length; too_big). A body over MAX_BODY is read and dropped
-        (up to MAX_DRAIN) so that the answer reaches the client; a larger one is left unread. A body cut short,
-        or late past the request's deadline, is a 400 or 408 and ends the connection."""
+        """(body bytes, or None without a Content-Length; too_big). A body over body_limit() is read and dropped
+        (up to MAX_DRAIN, or the path's limit where larger) so that the answer reaches the client; a larger one is
+        left unread. A body cut short, or late past the request's deadline, is a 400 or 408 and ends the
+        connection."""
         try:
             length = max(int(self.headers["Content-Length"]), 0)
         except (TypeError, ValueError):
             return None, False
-        if length > MAX_DRAIN:
+        limit = self.body_limit()
+        if length > max(MAX_DRAIN, limit):
             self.close_connection = True
             return b"", True
         try:
@@ -205,10 +208,18 @@ class SecureHandler(BaseHTTPRequestHandler):
         if len(body) < length:
             self.close_connection = True
             raise BadRequest("the body is shorter than its Content-Length")
-        if length > MAX_BODY:
+        if length > limit:
             self.close_connection = True
             return b"", True
         return body, False
+
+    def body_limit(self):
+        """The largest body the request's path takes: MAX_BODY, or more where BODY_LIMITS says."""
+        try:
+            path = urlsplit(self.path).path
+        except ValueError:
+            path = ""
+        return self.BODY_LIMITS.get(path, MAX_BODY)
 
     def send(self, status, body, content_type):
         self.send_response(status)

@@ -201,10 +201,20 @@ def code_name(text):
     return name if NAME_PATTERN.fullmatch(name or "") else "photo"
 
 
+def code_path(folder, name):
+    return Path(folder) / "projected" / f"{name}.npy"
+
+
+def list_codes(folder):
+    """Names of the codes projected into folder/projected/, sorted."""
+    root = Path(folder) / "projected"
+    return sorted(p.stem for p in root.glob("*.npy") if NAME_PATTERN.fullmatch(p.stem)) if root.is_dir() else []
+
+
 def save_projection(folder, name, face, result, meta):
     """folder/projected/<name>.npy (the code: float32, nz numbers), .png (projection_strip) and .json (the
     distances and `meta`); returns the .npy path."""
-    path = Path(folder) / "projected" / f"{name}.npy"
+    path = code_path(folder, name)
     with atomic_path(path) as tmp, open(tmp, "wb") as file:
         np.save(file, result.code.numpy().astype(np.float32))
     save_png(projection_strip(face, result), path.with_suffix(".png"))
