@@ -6,7 +6,7 @@
     python latent.py attribute --ckpt ... --from-probe Eyeglasses --real data/celeba64 \\
         --attr-file list_attr_celeba.txt                                    # CelebA's 40 attributes
     python latent.py edit --ckpt ... --seed 7 --vector smile --strength 2    # strip: -2x ... 0 ... +2x
-    python latent.py project --ckpt ... --image me.jpg                       # your photo -> projected/me.npy
+    python latent.py project --ckpt ... --image me.jpg                       # your photo -> projected/me.npy, an edit
     python latent.py edit --ckpt ... --code outputs/<run>/latent/projected/me.npy --sefa 0   # ... edited
 
 SeFa directions are the unit directions of z that move the generator's first feature map the most; an
@@ -18,7 +18,8 @@ takes that code wherever it takes a seed.
 (attribute_probe.py): on the FID network's features by default; for toy faces use --features pixels, which
 transfers to rough 32 px samples where an Inception probe does not (measured on the demo model; see docs/editing.md).
 Files go to outputs/<run>/latent/ (--out-dir to change): sefa.pt, sefa.json, sefa.png, vectors/<name>.pt
-and .json, projected/<photo>.npy, .png and .json, edit_<vector or sefaK>_<seedS or photo>.png.
+and .json, projected/<photo>.npy, .png and .json, edit_<vector or sefaK>_<seedS or photo>.png (project draws
+edit_sefa0_<photo>.png too).
 """
 import csv
 import re
@@ -83,6 +84,7 @@ SEFA_SEEDS = "0,1,2"
 MIN_PROBE_PER_CLASS = 5  # generated faces needed on each side of the probe's 0.5 threshold
 SCALE = number(above=0, high=100)  # --alpha, --strength: far past where faces stay faces, short of overflow
 FRAMES = integer(2, 101)  # frames of a figure or strip
+PROJECT_EDIT_STRENGTH = 3.0  # the strip `project` draws along SeFa direction 0, in standard deviations of z
 FIGURE_MAX_FACES = 20_000  # the SeFa figure's faces, rendered at once (0.25 GB at 64 px)
 
 
@@ -285,12 +287,16 @@ def edit_direction(args, G, folder):
         return load_vector(folder, args.vector, G.nz), args.vector
     if args.sefa >= G.nz:
         raise UserError(f"--sefa must be from 0 to nz-1={G.nz - 1}, not {args.sefa}")
+    return sefa_direction(G, folder, args.sefa), f"sefa{args.sefa}"
+
+
+def sefa_direction(G, folder, k):
+    """SeFa direction k: from the run's sefa.pt where latent.py sefa made one, else computed."""
     saved = load_sefa(folder, G.nz)
-    directions = saved[0] if saved and len(saved[0]) > args.sefa else sefa(first_layer_weight(G), args.sefa + 1)[0]
-    return directions[args.sefa], f"sefa{args.sefa}"
+    return (saved[0] if saved and len(saved[0]) > k else sefa(first_layer_weight(G), k + 1)[0])[k]
 
 
-def cmd_project(args, G, config, D, folder):
+def cmd_project(args, G, config, D, folder, device):
     crop = parse_crop(args.crop) if args.crop else training_crop(config)
     try:
         face = photo_face(Path(args.image), G.res, crop)
@@ -303,10 +309,16 @@ def cmd_project(args, G, config, D, folder):
     meta = {"image": str(args.image), "crop": crop_label(crop), "ckpt": str(args.ckpt), "starts": args.starts,
             "steps": args.steps, "seed": args.seed, "perceptual": "discriminator" if D is not None else "none"}
     path = save_projection(folder, name, face, result, meta)
+    # A first edit, so that one command shows what the code is for: the strongest SeFa direction.
+    frames = edit_strip(G, result.code, sefa_direction(G, folder, 0), PROJECT_EDIT_STRENGTH, 7, device)
+    strip = folder / f"edit_sefa0_{name}.png"
+    save_png(grid_image(frames, ncols=len(frames)), strip)
     feature = "" if result.feature_distance is None else f", D-feature distance {result.feature_distance:.4f}"
-    print(f"wrote {path} (the code), {path.with_suffix('.png')} (photo | projection | the optimisation) and "
-          f"{path.with_suffix('.json')}: pixel RMSE {result.pixel_rmse:.1f} of 255{feature}, |z| = "
-          f"{result.norm_ratio:.3f} sqrt(nz); edit it: latent.py edit --ckpt {args.ckpt} --code {path} --sefa 0")
+    print(f"wrote {path} (the code), {path.with_suffix('.png')} (photo | projection | the optimisation), "
+          f"{path.with_suffix('.json')} and {strip} (SeFa direction 0, -{PROJECT_EDIT_STRENGTH:g} to "
+          f"+{PROJECT_EDIT_STRENGTH:g}): pixel RMSE {result.pixel_rmse:.1f} of 255{feature}, |z| = "
+          f"{result.norm_ratio:.3f} sqrt(nz); more edits: latent.py edit --ckpt {args.ckpt} --code {path} --sefa K "
+          "or --vector NAME")
 
 
 def main(argv=None):
@@ -322,7 +334,7 @@ def main(argv=None):
     elif args.command == "edit":
         cmd_edit(args, G, folder, device)
     else:
-        cmd_project(args, G, config, discriminator_from_state(ckpt, args.ckpt, device), folder)
+        cmd_project(args, G, config, discriminator_from_state(ckpt, args.ckpt, device), folder, device)
 
 
 if __name__ == "__main__":

@@ -282,6 +282,8 @@ def test_project_command_writes_code_strip_and_distances_and_edit_takes_the_code
     assert np.array_equal(strip[2:34, 2:34], face)
     assert np.array_equal(strip[2:34, 36:68], render(G, torch.from_numpy(code)[None], "cpu")[0])
 
+    first_edit = np.asarray(Image.open(out / "edit_sefa0_my_face.png"))  # project's own strip: 7 frames, +-3
+    assert first_edit.shape == (36, 7 * 34 + 2, 3)
     latent.main(["edit", "--ckpt", str(ckpt), "--out-dir", str(out), "--code", str(code_path), "--sefa", "0",
                  "--steps", "5", "--device", "cpu"])
     edited = np.asarray(Image.open(out / "edit_sefa0_my_face.png"))
@@ -289,6 +291,8 @@ def test_project_command_writes_code_strip_and_distances_and_edit_takes_the_code
     direction = latent_directions.sefa(latent_directions.first_layer_weight(G), 1)[0][0]
     assert np.array_equal(tiles[2], render(G, torch.from_numpy(code)[None], "cpu")[0])  # the middle: unedited
     assert np.array_equal(tiles[4], render(G, torch.from_numpy(code)[None] + 2 * direction, "cpu")[0])
+    assert np.array_equal(first_edit[2:34, 2 + 34 * 6:34 + 34 * 6], render(G, torch.from_numpy(code)[None]
+                                                                          + 3 * direction, "cpu")[0])
 
 
 def test_bad_photos_and_codes_are_one_line_errors(tiny_run, tmp_path):
