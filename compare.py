@@ -19,6 +19,8 @@ from fakefacegen.cli import ArgumentParser, UserError, integer, number, resolve_
 from fakefacegen.files import write_json, write_text
 from fakefacegen.metrics.fid_sources import FidMeter
 from fakefacegen.reports.comparison import (
+    check_configs,
+    check_out_folder,
     exit_if_failed,
     images_seen,
     markdown_table,
@@ -34,6 +36,8 @@ from fakefacegen.reports.comparison import (
 from fakefacegen.runs import checkpoint_dir, fid_real_set
 from fakefacegen.settings import FID_N_MAX
 
+WRITTEN = ("comparison.png", "samples.png", "comparison.md", "comparison.json")
+
 
 def build_parser():
     p = ArgumentParser(description=__doc__)
@@ -44,6 +48,7 @@ def build_parser():
                    help="measure FID of each final model on this many samples (0: not measured)")
     p.add_argument("--tag", default="", help="suffix for the run names, to keep several comparisons apart")
     p.add_argument("--out", default="outputs/comparison", help="folder for comparison.png/.md/.json")
+    p.add_argument("--force", action="store_true", help="replace an earlier comparison's files in --out")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     return p
 
@@ -72,13 +77,15 @@ def main(argv=None):
     args, extra = parse_with_extra(build_parser(), argv)
     if bool(args.minutes) == bool(args.steps):
         raise UserError("give the budget as --minutes M or --steps N (one of them)")
-    for config in args.configs:
-        if not Path(config).is_file():
-            raise UserError(f"config {config} not found")
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    if args.fid_n == 1:
+        raise UserError("--fid-n 1: FID needs at least 2 samples (0: not measured)")
+    check_out_folder(args.out, WRITTEN, args.force)
     budget = ["--max-minutes", str(args.minutes)] if args.minutes else ["--max-steps", str(args.steps)]
+    names = run_names(args.configs, "compare", args.tag)
+    check_configs(args.configs, names, [*budget, *extra])  # all of them, before the first trains
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     results = []
-    for config, name in zip(args.configs, run_names(args.configs, "compare", args.tag)):
+    for config, name in zip(args.configs, names):
         code = train_one(config, name, args.device, budget, extra)
         fid = final_fid(name, args.fid_n, resolve_device(args.device)) if args.fid_n and code == 0 else None
         results.append({"name": name, "config": run_config(name), "rows": read_run(name), "fid": fid, "code": code})

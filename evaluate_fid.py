@@ -14,9 +14,11 @@ keyed by content, N and resolution.
 """
 import sys
 import time
+from pathlib import Path
 
 from fakefacegen.cli import SEED, ArgumentParser, UserError, integer, resolve_device, run
-from fakefacegen.files import write_json
+from fakefacegen.data.packed import is_packed
+from fakefacegen.files import refuse_overwriting, write_json
 from fakefacegen.metrics.fid import (
     DEFAULT_N,
     KID_SUBSET_SIZE,
@@ -77,6 +79,12 @@ def pick_sides(args):
         raise UserError("--pr compares two sides and --save-stats takes one: drop --pr")
     if not args.save_stats and fake is None:
         raise UserError("nothing to evaluate: give --ckpt checkpoints/<run>/latest.pt --real data/celeba64")
+    for flag, out in (("--json", args.json), ("--save-stats", args.save_stats)):
+        if out is not None:
+            refuse_overwriting(out, [fake, real], flag)
+            if is_packed(Path(out).parent):
+                raise UserError(f"{flag} {out} is inside the packed dataset {Path(out).parent}: write it elsewhere, "
+                                "a dataset folder holds only what preprocess.py wrote")
     return fake, real
 
 

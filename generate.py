@@ -18,7 +18,7 @@ from tqdm import tqdm
 from fakefacegen.checkpoint import generator_from_state, load_checkpoint
 from fakefacegen.cli import SEED, ArgumentParser, UserError, check_seeds, integer, number, resolve_device, run
 from fakefacegen.export import check_export_target, write_export
-from fakefacegen.files import atomic_path, save_png
+from fakefacegen.files import atomic_path, refuse_overwriting, save_png
 from fakefacegen.grids import grid_image
 from fakefacegen.runs import output_dir, run_of_checkpoint
 from fakefacegen.sampling import interpolation_latents, render, sample_noise, truncate
@@ -62,6 +62,7 @@ def check_request(args):
     if args.out is None:
         return
     out = Path(args.out)
+    refuse_overwriting(out, [args.ckpt], "--out")
     if args.individual and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: with --individual give a folder for the PNGs")
     if not args.individual and out.is_dir():
@@ -79,6 +80,7 @@ def check_export_request(args):
         if given:
             raise UserError(f"--export writes only the generator and its card: drop {flag}, or run generate.py "
                             "again without --export")
+    refuse_overwriting(args.export, [args.ckpt], "--export")
     check_export_target(args.export, args.force)
 
 

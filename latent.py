@@ -69,13 +69,14 @@ from fakefacegen.editing.projection import (
     STARTS,
     STEPS,
     code_name,
+    code_path,
     load_code,
     photo_face,
     project,
     save_projection,
     training_crop,
 )
-from fakefacegen.files import save_png
+from fakefacegen.files import refuse_overwriting, save_png
 from fakefacegen.grids import grid_image
 from fakefacegen.runs import training_data
 from fakefacegen.sampling import render, sample_noise
@@ -130,6 +131,8 @@ def read_labels(path):
         if labels.get(seed, label) != label:
             raise UserError(f"{path} line {lineno}: seed {seed} is labelled both 1 and 0")
         labels[seed] = label
+    if not labels:
+        raise UserError(f"{path} holds no `seed,label` lines: label some faces 1 (has it) and some 0 (lacks it)")
     return labels
 
 
@@ -277,6 +280,7 @@ def cmd_edit(args, G, folder, device):
     frames = edit_strip(G, z, direction, args.strength, args.steps, device)
     which = code_name(Path(args.code).stem) if args.code else f"seed{args.seed}"
     out = Path(args.out or folder / f"edit_{along}_{which}.png")
+    refuse_overwriting(out, [args.ckpt, args.code], "--out")
     save_png(grid_image(frames, ncols=len(frames)), out)
     print(f"wrote {out}: {face}, {along} from -{args.strength:g} to +{args.strength:g} (middle frame unedited)")
 
@@ -303,12 +307,15 @@ def cmd_project(args, G, config, D, folder, device):
     except BadImage as err:
         raise UserError(f"--image {args.image}: {err}; give a photo (jpg, png, webp, bmp) of one face") from None
     name = check_name(args.name) if args.name else code_name(Path(args.image).stem)
+    path = code_path(folder, name)
+    for out in (path, path.with_suffix(".png"), path.with_suffix(".json"), folder / f"edit_sefa0_{name}.png"):
+        refuse_overwriting(out, [args.image, args.ckpt], "the output")
     print(f"projecting {args.image} (crop {crop_label(crop)}, {G.res} px): {args.starts} starts x {args.steps} "
           f"steps, {'pixels + discriminator features' if D is not None else 'pixels only (no discriminator)'}")
     result = project(G, face, D, args.starts, args.steps, args.seed)
     meta = {"image": str(args.image), "crop": crop_label(crop), "ckpt": str(args.ckpt), "starts": args.starts,
             "steps": args.steps, "seed": args.seed, "perceptual": "discriminator" if D is not None else "none"}
-    path = save_projection(folder, name, face, result, meta)
+    save_projection(folder, name, face, result, meta)
     # A first edit, so that one command shows what the code is for: the strongest SeFa direction.
     frames = edit_strip(G, result.code, sefa_direction(G, folder, 0), PROJECT_EDIT_STRENGTH, 7, device)
     strip = folder / f"edit_sefa0_{name}.png"

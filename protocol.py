@@ -39,6 +39,7 @@ from fakefacegen.metrics.heldout import (
 from fakefacegen.metrics.inception import load_inception
 from fakefacegen.reports.comparison import (
     EPOCHS_WITHOUT_END,
+    check_out_folder,
     exit_if_failed,
     images_seen,
     markdown_table,
@@ -56,6 +57,7 @@ from fakefacegen.settings import FID_N_MAX, parse_settings
 
 REPO = Path(__file__).resolve().parent
 BUDGET_FREE = ["--max-steps", "0", "--max-minutes", "0"]  # a config's own budget gives way to the protocol's
+WRITTEN = ("table.md", "protocol.json", "samples.png", "losses.png")
 
 
 def build_parser():
@@ -169,6 +171,8 @@ def main(argv=None):
     for config in args.configs:
         if not Path(config).is_file():
             raise UserError(f"config {config} not found")
+    out = Path(args.out or f"outputs/protocol-{args.set}")
+    check_out_folder(out, WRITTEN, force=None)  # the table of these runs is rewritten as they resume
     held = held_out(args.shared, SETS[args.set])
     args.fid_n = args.fid_n or len(held.references)  # all of them: 4200 for celeba64, 2100 for anime64
     if args.fid_n > len(held.references):
@@ -180,7 +184,6 @@ def main(argv=None):
     real = reference_stats(held, args.fid_n, inception, device)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     results = [train_and_measure(plan, held, real, args.fid_n, inception, args.device) for plan in plans]
-    out = Path(args.out or f"outputs/protocol-{held.pset.name}")
     print(write_outputs(out, args, held, split, results))
     print(f"wrote {out / 'table.md'}, {out / 'protocol.json'}, {out / 'samples.png'} and {out / 'losses.png'}")
     exit_if_failed(results)

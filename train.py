@@ -28,7 +28,9 @@ from fakefacegen.runs import (
     default_run_name,
     fid_real_set,
     find_resume_checkpoint,
+    make_run_folders,
     output_dir,
+    run_checkpoints,
 )
 from fakefacegen.sampling import render
 from fakefacegen.settings import parse_settings, settings_from_checkpoint
@@ -52,6 +54,8 @@ def train(cfg, given, world):
     state, resumed = start_state(cfg, given, world)
     cfg = state.cfg
     check_speed_flags(cfg, world.device, world.size)
+    if world.main:
+        make_run_folders(cfg["run"])
     if cfg["tensorboard"]:
         summary_writer_class()  # a missing package stops the run here, in one line, before anything is written
     data = TrainingData(cfg, world)
@@ -103,7 +107,7 @@ def start_state(cfg, given, world):
         raise UserError(f"--batch-size {cfg['batch_size']} is the global batch: make it a multiple of the "
                         f"{world.size} processes")
     cfg["run"] = world.same_on_all(cfg["run"] or default_run_name(cfg))  # the clocks of ranks may differ
-    if ckpt is None and (checkpoint_dir(cfg["run"]) / "latest.pt").exists():
+    if ckpt is None and run_checkpoints(cfg["run"]):
         raise UserError(f"run {cfg['run']} already exists: continue it with --resume auto --run {cfg['run']}, "
                         "or pick another --run")
     state = TrainState(cfg, world.device)
@@ -196,7 +200,6 @@ class Outputs:
         self.collapse_watch, self.warnings = CollapseWatch(data_spread, cfg["loss"]), {}
         if not world.main:
             return
-        (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
         write_json(self.out_dir / "config.json", cfg)
         self.log = MetricsLog(self.out_dir / "metrics.csv", resume_step)
         self.env = {**environment(world.device), **({"processes": str(world.size)} if world.size > 1 else {})}

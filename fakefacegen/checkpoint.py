@@ -5,6 +5,7 @@ load_checkpoint and load_generator also read a generator exported by `generate.p
 same dict with G_eval and config only, so every tool that samples takes either file.
 """
 import io
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from fakefacegen.network import (
 from fakefacegen.settings import check_saved
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", EXPORT_SUFFIX)  # the files load_checkpoint reads
+TRAINING_KEYS = ("G", "D", "opt_g", "opt_d", "G_eval", "epoch", "step", "fixed_noise", "rng")  # what resuming needs
 
 
 def save_checkpoint(paths, state):
@@ -45,6 +47,14 @@ def cpu_copy(value):
     return value
 
 
+def read_tensors(path, device="cpu"):
+    """torch.load with weights_only=True: tensors and plain values, never code. Torch's multi-line warning
+    before it refuses a pickle is silenced: the caller reports the refusal in one line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location=device, weights_only=True)
+
+
 def load_checkpoint(path, device="cpu"):
     """A checkpoint (or an exported generator) as a dict of tensors and plain values; a bad file is a UserError."""
     path = Path(path)
@@ -53,7 +63,7 @@ def load_checkpoint(path, device="cpu"):
                         f"{EXPORT_SUFFIX}")
     exported = path.suffix.lower() == EXPORT_SUFFIX
     try:
-        ckpt = read_exported(path, device) if exported else torch.load(path, map_location=device, weights_only=True)
+        ckpt = read_exported(path, device) if exported else read_tensors(path, device)
     except Exception as err:  # truncated zip, pickle of code, random bytes: all mean "not a checkpoint"
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         fix = "export it again with generate.py --export" if exported else \
@@ -73,6 +83,10 @@ def load_training_checkpoint(path):
         raise UserError(f"{path} holds no optimiser state (not a training checkpoint): resume from latest.pt "
                         "or an epoch_NNN.pt")
     check_saved(ckpt["config"], path, G_ARCHITECTURE_KEYS + D_ARCHITECTURE_KEYS)
+    missing = [key for key in TRAINING_KEYS if key not in ckpt]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}, which train.py always writes: it is damaged or was "
+                        "not written by train.py; resume from another file of the run")
     return ckpt
 
 
@@ -84,6 +98,9 @@ def generator_from_state(ckpt, path, device="cpu"):
         G.load_state_dict(ckpt["G_eval"])
     except (RuntimeError, TypeError, AttributeError):  # shapes that differ; no state dict at all
         raise UserError(f"{path}: the weights do not fit the architecture in its config") from None
+    if not all(torch.isfinite(tensor).all() for tensor in G.state_dict().values() if tensor.is_floating_point()):
+        raise UserError(f"{path} holds NaN or infinite weights (the run diverged before it was saved): its samples "
+                        "would be blank; use an earlier epoch_NNN.pt of the run")
     return G.eval()
 
 

@@ -1,12 +1,19 @@
 """Conventions shared by every script: one-line errors (exit status 2), numbers checked where they are parsed,
 --device, --config files."""
 import argparse
+import errno
 import math
+import re
 import sys
 import tomllib
 from pathlib import Path
 
 SEED_MAX = 2**31 - 1  # seeds are 0 .. 2**31 - 1: the range numpy, torch and the toy faces all accept
+# Why reading or writing a path fails that the user can fix: no space, over quota, over the size limit, no
+# permission, a read-only filesystem, a file where a folder should be (or the other way), a name too long, a
+# symlink loop.
+USER_FIXABLE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP)
 
 
 class UserError(Exception):
@@ -96,6 +103,17 @@ def seed_list(text):
     return seeds
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def check_run_name(name, what="--run"):
+    """A run name is a name, not a path: letters, digits, -, _ and ., not . or .. (else a UserError)."""
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name) or name in (".", ".."):
+        raise UserError(f"{what} {str(name)[:60]!r} is not a run name: use up to 100 letters, digits, -, _ and . "
+                        "(no / : a run lives in outputs/<run>/ and checkpoints/<run>/)")
+    return name
+
+
 def check_seeds(first, count):
     """Face i uses seed first + i: the last one must stay within SEED_MAX too."""
     if first + count - 1 > SEED_MAX:
@@ -111,15 +129,27 @@ def checked(rule, value, what):
 
 
 def run(main):
-    """Call main(); turn a UserError into `error: ...` on stderr and exit status 2."""
+    """Call main(); turn a UserError into `error: ...` on stderr and exit status 2, and so an OSError on a path
+    that the user can fix (USER_FIXABLE) wherever it was raised."""
     try:
         main()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:
+        if err.errno not in USER_FIXABLE or err.filename is None:
+            raise
+        print(f"error: {path_error(err)}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def path_error(err):
+    """An OSError on a path as one line that names it and says what to do."""
+    paths = " -> ".join(str(name) for name in (err.filename, err.filename2) if name is not None)
+    return f"{paths}: {err.strerror}; pick another path, free some space or fix the permissions"
 
 
 def resolve_device(name):
@@ -148,6 +178,8 @@ def resolve_device(name):
             raise UserError(f"--device {name}: a Mac has one GPU, --device mps")
     elif device.type != "cpu":
         raise UserError(f"unsupported --device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    elif device.index:
+        raise UserError(f"--device {name}: the CPU is one device, whatever its cores: --device cpu")
     return device
 
 
@@ -161,6 +193,8 @@ def read_toml(path):
             table = tomllib.load(f)
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"config {path} is not valid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config {path} is not UTF-8 text (TOML files are): save it again as UTF-8") from None
     return {key.replace("-", "_"): value for key, value in table.items()}
 
 
@@ -180,8 +214,7 @@ def parse_with_config(parser, defaults, argv=None):
         if unknown:
             raise UserError(f"unknown key(s) {', '.join(unknown)} in {args.config}: "
                             f"the valid ones are the long options of --help, with _ for -")
-        check_values(parser, file_values, defaults, args.config)
-        settings.update(file_values)
+        settings.update(check_values(parser, file_values, defaults, args.config))
     settings.update({key: value for key, value in vars(args).items() if value is not None})
     return settings, given
 
@@ -189,20 +222,27 @@ def parse_with_config(parser, defaults, argv=None):
 def check_values(parser, values, defaults, source):
     """Settings read from `source` (a config file, a checkpoint) by the rules of the parser's flags: the
     default's type, the choices and the Range; the first bad one is a UserError."""
-    actions = {action.dest: action for action in parser._actions}
+    actions, checked_values = {action.dest: action for action in parser._actions}, {}
     for key, value in values.items():
         action = actions.get(key)
-        _check_type(key, value, defaults.get(key), source)
+        value = _check_type(key, value, defaults.get(key), source)
         if action is not None and action.choices and value not in action.choices:
             raise UserError(f"{key} = {value!r} in {source} is not one of {', '.join(map(str, action.choices))}")
         if action is not None and isinstance(action.type, Range):
             checked(action.type, value, f"{key} in {source}")
+        checked_values[key] = value
+    return checked_values
 
 
 def _check_type(key, value, default, source):
+    """value, if it is of the default's kind (a whole float such as 100.0 counts as a whole number, as --nz 1e2
+    does on the command line), else a UserError."""
     expected = float if isinstance(default, float) else type(default)
+    if expected is int and isinstance(value, float) and value.is_integer():
+        return int(value)
     ok = (default is None or isinstance(value, expected) or (expected is float and isinstance(value, int))) \
         and not (isinstance(value, bool) and expected is not bool)
     if not ok:
         kind = {int: "a whole number", float: "a number", str: "a string in quotes", bool: "true or false"}
         raise UserError(f"{key} = {value!r} in {source} should be {kind.get(expected, expected.__name__)}")
+    return value

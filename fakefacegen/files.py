@@ -9,7 +9,7 @@ import os
 import threading
 from pathlib import Path
 
-from fakefacegen.cli import UserError
+from fakefacegen.cli import USER_FIXABLE, UserError
 
 try:  # the C library, for renameat2; none on Windows
     _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
@@ -18,8 +18,6 @@ except (OSError, TypeError):
 if _renameat2 is not None:
     _renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
 AT_FDCWD, RENAME_EXCHANGE = -100, 2  # from Linux's <fcntl.h> and <linux/fs.h>
-# Why a write fails that the user can fix: no space, over quota, over the size limit, no permission, read-only.
-USER_FIXABLE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 @contextlib.contextmanager
@@ -42,7 +40,26 @@ def atomic_path(path):
             os.replace(tmp, path)
             fsync_dir(path.parent)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only or vanished folder there is nothing to clean up
+            tmp.unlink(missing_ok=True)
+
+
+def same_file(a, b):
+    """Whether two paths name one file: by inode where both exist (links and other spellings included), else
+    by the absolute path they resolve to."""
+    a, b = Path(a), Path(b)
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def refuse_overwriting(out, inputs, flag):
+    """A UserError if the output path `out` (given by `flag`) is one of the files a command reads: no command
+    writes over its own input."""
+    for source in inputs:
+        if source is not None and Path(source).is_file() and same_file(out, source):
+            raise UserError(f"{flag} {out} is {source}, which this command reads: write the output to another file")
 
 
 @contextlib.contextmanager
@@ -53,8 +70,8 @@ def user_fixable_errors(path):
     except OSError as err:
         if err.errno not in USER_FIXABLE:
             raise
-        raise UserError(f"cannot write {path}: {err.strerror}; free some space or fix the permissions "
-                        "(what was there before is intact)") from None
+        raise UserError(f"cannot write {path}: {err.strerror}; pick another path, free some space or fix the "
+                        "permissions (what was there before is intact)") from None
 
 
 def fsync_file(path):

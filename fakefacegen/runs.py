@@ -1,6 +1,7 @@
 """Where a run's files live: outputs/<run>/ (config.json, metrics.csv, samples/, plots) and
 checkpoints/<run>/ (latest.pt, epoch_NNN.pt, best.pt), relative to where the command runs."""
 import csv
+import glob
 from datetime import datetime
 from pathlib import Path
 
@@ -13,16 +14,39 @@ OUTPUTS, CHECKPOINTS = Path("outputs"), Path("checkpoints")
 
 
 def output_dir(run):
-    return OUTPUTS / run
+    return OUTPUTS / one_folder(run)
 
 
 def checkpoint_dir(run):
-    return CHECKPOINTS / run
+    return CHECKPOINTS / one_folder(run)
+
+
+def one_folder(run):
+    """A run's folder name: one name, never a path out of outputs/ or checkpoints/. Names given by the user
+    were checked by the stricter check_run_name; this also holds for a name taken from a checkpoint's folder."""
+    if not run or run in (".", "..") or any(c in run for c in "/\\\0"):
+        raise UserError(f"run {run!r} is not a folder name: name the run with --run, e.g. --run celeba64")
+    return run
+
+
+def make_run_folders(run):
+    """outputs/<run>/samples/ and checkpoints/<run>/, made first: a path that cannot be a folder (a file in the
+    way, a read-only disk) fails in one line before any work."""
+    for folder in (output_dir(run) / "samples", checkpoint_dir(run)):
+        with user_fixable_errors(folder):
+            folder.mkdir(parents=True, exist_ok=True)
 
 
 def run_of_checkpoint(ckpt_path):
     """The run a checkpoint belongs to: the name of the folder it sits in."""
     return Path(ckpt_path).resolve().parent.name
+
+
+def run_checkpoints(run):
+    """The run's checkpoints, newest last: latest.pt and the epoch_NNN.pt (each written whole, atomically)."""
+    folder = checkpoint_dir(run)
+    found = [path for path in (folder / "latest.pt", *folder.glob("epoch_*.pt")) if path.is_file()]
+    return sorted(found, key=lambda path: path.stat().st_mtime_ns)
 
 
 def default_run_name(cfg):
@@ -46,15 +70,16 @@ def find_resume_checkpoint(resume, cfg, run_given):
     if resume != "auto":
         return Path(resume)
     if run_given:
-        candidates = [checkpoint_dir(cfg["run"]) / "latest.pt"]
+        candidates = run_checkpoints(cfg["run"])
     else:  # the newest run made from the same config (or data) at the same resolution
         prefix = default_run_name(cfg).rsplit("-", 2)[0] + "-"
-        candidates = sorted(CHECKPOINTS.glob(f"{prefix}*/latest.pt"), key=lambda p: p.stat().st_mtime)
-    existing = [p for p in candidates if p.is_file()]
-    if not existing:
-        raise UserError("--resume auto found no checkpoints/<run>/latest.pt for this run: start without "
-                        "--resume, or name the run with --run or the file with --resume PATH")
-    return existing[-1]
+        runs = [folder.name for folder in CHECKPOINTS.glob(f"{glob.escape(prefix)}*") if folder.is_dir()]
+        candidates = sorted((path for run in runs for path in run_checkpoints(run)),
+                            key=lambda path: path.stat().st_mtime_ns)
+    if not candidates:
+        raise UserError("--resume auto found no checkpoint (latest.pt or epoch_NNN.pt) in checkpoints/<run>/ for "
+                        "this run: start without --resume, or name the run with --run or the file with --resume PATH")
+    return candidates[-1]
 
 
 class MetricsLog:

@@ -3,7 +3,16 @@ how a resumed run's saved settings meet the flags given now. A config file in co
 (lr_g <-> --lr-g); the command line wins."""
 import argparse
 
-from fakefacegen.cli import SEED, ArgumentParser, UserError, check_values, integer, number, parse_with_config
+from fakefacegen.cli import (
+    SEED,
+    ArgumentParser,
+    UserError,
+    check_run_name,
+    check_values,
+    integer,
+    number,
+    parse_with_config,
+)
 from fakefacegen.data.toyfaces import TOYFACES
 from fakefacegen.network import D_ARCHITECTURE_KEYS, D_NORMS, G_ARCHITECTURE_KEYS, RESOLUTIONS
 from fakefacegen.training import diffaug, losses
@@ -175,7 +184,9 @@ def flag(key):
 
 
 def check_settings(cfg):
-    """What the flags' ranges cannot see: settings that do not go together."""
+    """What the flags' ranges cannot see: a run name that is a path, settings that do not go together."""
+    if cfg["run"]:
+        check_run_name(cfg["run"])
     if cfg["loss"] == "wgan-gp" and cfg["d_norm"] == "batch":
         raise UserError("WGAN-GP penalises each sample's gradient, which BatchNorm in D mixes across the batch: "
                         "add --d-norm none (or spectral)")

@@ -30,11 +30,12 @@ class LinearCritic(torch.nn.Module):
         return x.flatten(1) @ self.weight.flatten()
 
 
-def run_script(script, *args, cwd, check=True, timeout=300):
+def run_script(script, *args, cwd, check=True, timeout=300, env=None):
     """Run `python <script> args` in `cwd` (where outputs/ and checkpoints/ land), or `python -m <script>` for a
-    module such as benchmarks.bench (found from the repository's root); returns CompletedProcess."""
+    module such as benchmarks.bench (found from the repository's root), in `env` (default: this process's);
+    returns CompletedProcess."""
     command = [str(REPO / script)] if script.endswith(".py") else ["-m", script]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, *command, *map(str, args)], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:

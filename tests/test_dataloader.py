@@ -35,7 +35,7 @@ def test_toyfaces_vary_and_attributes_show():
 def test_packed_dataset_round_trip(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
     np.save(tmp_path / "images.npy", images)
-    (tmp_path / "dataset.json").write_text(json.dumps({"count": 10, "res": 32}))
+    (tmp_path / "dataset.json").write_text(json.dumps({"format": "fakefacegen-packed", "count": 10, "res": 32}))
     dataset = open_dataset(str(tmp_path), 32)
     batch, skipped = dataset[[7, 2]]
     assert skipped == 0 and torch.equal(batch, torch.from_numpy(images[[7, 2]]))  # in the order asked

@@ -94,7 +94,7 @@ def open_dataset(data, res, seed=0, toy_size=20000):
     if not root.is_dir():
         raise UserError(f"--data {data} is a file: give a folder of images or a dataset made by preprocess.py")
     if is_packed(root):
-        return PackedImages(root, res)
+        return PackedImages(root, res, verify=True)  # once per run: FID's cache trusts its sha256 after this
     return ImageFolder(root, res)
 
 

@@ -4,6 +4,7 @@ import io
 import os
 import re
 import struct
+import warnings
 import zipfile
 import zlib
 from functools import lru_cache
@@ -16,6 +17,7 @@ from fakefacegen.cli import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 CROPS = ("celeba", "center", "none")  # or a box L,T,R,B
+MIN_CROP = 16  # pixels on a side: a smaller box is no face, only a blur once scaled up
 # Aligned CelebA photos are 178x218 with the eyes at fixed places. This 140x140 box keeps the whole face,
 # chin and hairline included, with little background. The plain centre crop (0,20,178,198) shows the same
 # face smaller, with the neck, shoulders and background around it, which the GAN then spends capacity on.
@@ -44,13 +46,34 @@ def is_hidden(name):
 
 
 def find_images(root):
-    """Every image file under root (recursive, extension case-insensitive), sorted so runs are repeatable."""
+    """Every image file under root (recursive, extension case-insensitive), sorted so runs are repeatable.
+    Symbolic links are followed, each real folder and file once: a link back up the tree (loop -> .) or a link
+    to a photo beside it would otherwise count it several times. (Hard links are separate files, as cp makes.)"""
     root = Path(root)
-    found = []
+    found, folders_seen, files_seen = [], set(), set()
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = [d for d in dirs if not is_hidden(d)]  # prune: os.walk does not enter them
-        found += [Path(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not is_hidden(f)]
+        if identity(folder) in folders_seen:
+            dirs[:] = []
+            continue
+        folders_seen.add(identity(folder))
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d))  # prune: os.walk does not enter them; in order
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not is_hidden(name):
+                path = Path(folder, name)
+                key = os.path.realpath(path)  # where its links lead; a broken link is kept, reported unreadable
+                if key not in files_seen:
+                    files_seen.add(key)
+                    found.append(path)
     return sorted(found)
+
+
+def identity(path):
+    """(device, inode) of the folder a path names after its links, None if it names nothing."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def zip_images(path):
@@ -91,6 +114,9 @@ def parse_crop(text):
     left, top, right, bottom = map(int, match.groups())
     if right <= left or bottom <= top:
         raise UserError(f"--crop box {text} is empty: it needs left < right and top < bottom")
+    if min(right - left, bottom - top) < MIN_CROP:
+        raise UserError(f"--crop box {text} is {right - left}x{bottom - top} pixels: a face needs at least "
+                        f"{MIN_CROP}x{MIN_CROP}")
     return left, top, right, bottom
 
 
@@ -140,7 +166,9 @@ def open_image(source):
             empty = not source.read(1)
         if empty:
             raise BadImage("empty file: 0 bytes")
-        return Image.open(source)
+        with warnings.catch_warnings():  # PIL warns of big images before it refuses huge ones: our limits decide
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(source)
     except UnidentifiedImageError:
         raise BadImage("not an image: unknown format") from None
     except Image.DecompressionBombError as err:

@@ -16,8 +16,8 @@ import numpy as np
 from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
-from fakefacegen.cli import UserError
-from fakefacegen.files import USER_FIXABLE, dead_siblings, exchange, fsync_dir, fsync_file, save_png, write_json
+from fakefacegen.cli import USER_FIXABLE, UserError
+from fakefacegen.files import dead_siblings, exchange, fsync_dir, fsync_file, save_png, write_json
 from fakefacegen.grids import grid_image
 
 FORMAT, VERSION = "fakefacegen-packed", 1
@@ -33,22 +33,44 @@ class PackedImages:
     """A packed dataset as a training dataset: images.npy read through a memory map, batches as tensors.
     res: the resolution the caller needs (a clear error if it holds another), or None for whatever it holds."""
 
-    def __init__(self, root, res=None):
+    def __init__(self, root, res=None, verify=False):
         self.root = Path(root)
         try:
             self.meta = json.loads((self.root / "dataset.json").read_text())
             self.images = np.load(self.root / "images.npy", mmap_mode="r")
-        except (OSError, ValueError) as err:
-            raise UserError(f"{root} is not a readable packed dataset ({err}): run preprocess.py again "
+        except (OSError, ValueError, EOFError) as err:  # EOFError: an empty images.npy
+            reason = str(err).strip().splitlines()[0][:100] if str(err).strip() else type(err).__name__
+            raise UserError(f"{root} is not a readable packed dataset ({reason}): run preprocess.py again "
                             "with --force") from None
-        if self.images.ndim != 4 or self.images.shape[3] != 3 or self.images.dtype != np.uint8:
+        if self.images.ndim != 4 or self.images.shape[3] != 3 or self.images.dtype != np.uint8 \
+                or self.images.shape[1] != self.images.shape[2]:
             raise UserError(f"{root}/images.npy has shape {self.images.shape} {self.images.dtype}, "
-                            "not uint8 N x H x W x 3: run preprocess.py again with --force")
+                            "not uint8 N x res x res x 3: run preprocess.py again with --force")
+        self.check_meta(verify)
         if res is not None and self.images.shape[1] != res:
             raise UserError(f"{root} holds {self.images.shape[1]} px images but --res is {res}: pass "
                             f"--res {self.images.shape[1]} or preprocess again with --res {res}")
         self.res = self.images.shape[1]
         self.description = f"{root}: {len(self.images)} packed images at {self.res} px"
+
+    def check_meta(self, verify):
+        """dataset.json must describe images.npy: its format, count and resolution, and (verify) its sha256,
+        which keys the FID statistics cache; else a UserError that says to pack it again."""
+        meta, images = self.meta, self.images
+        if not isinstance(meta, dict):
+            problem = f"is a JSON {type(meta).__name__}, not an object"
+        elif meta.get("format") != FORMAT:
+            problem = f"has format {str(meta.get('format'))[:40]!r}, not {FORMAT!r}"
+        elif type(meta.get("count")) is not int or meta["count"] != len(images):
+            problem = f"claims {str(meta.get('count'))[:20]} images where images.npy holds {len(images)}"
+        elif type(meta.get("res")) is not int or meta["res"] != images.shape[1]:
+            problem = f"claims {str(meta.get('res'))[:20]} px where images.npy holds {images.shape[1]} px"
+        elif verify and "sha256" in meta and meta["sha256"] != file_sha256(self.root / "images.npy"):
+            problem = "has another sha256 than images.npy"
+        else:
+            return
+        raise UserError(f"{self.root}/dataset.json {problem}: it does not describe images.npy; run preprocess.py "
+                        "again with --force")
 
     def __len__(self):
         return len(self.images)

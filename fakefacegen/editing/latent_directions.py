@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fakefacegen.checkpoint import read_tensors
 from fakefacegen.cli import SEED, UserError, checked
 from fakefacegen.files import atomic_path, write_json
 from fakefacegen.runs import output_dir, run_of_checkpoint
@@ -114,7 +115,7 @@ def load_vector(folder, name, nz):
         raise UserError(f"no attribute vector named {name!r} in {path.parent} (saved: {known}): make it with "
                         "latent.py attribute")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = read_tensors(path)
         vector = saved["vector"]
         ok = isinstance(vector, torch.Tensor) and vector.shape == (nz,) and torch.isfinite(vector).all()
     except Exception:
@@ -136,7 +137,7 @@ def save_sefa(folder, directions, eigenvalues, ckpt):
 def load_sefa(folder, nz):
     """(directions, eigenvalues) from folder/sefa.pt, or None when absent or made for another nz."""
     try:
-        saved = torch.load(Path(folder) / "sefa.pt", map_location="cpu", weights_only=True)
+        saved = read_tensors(Path(folder) / "sefa.pt")
         directions, eigenvalues = saved["directions"].float(), saved["eigenvalues"].float()
     except Exception:
         return None

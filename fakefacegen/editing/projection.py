@@ -13,19 +13,17 @@ The loss of a code is the sum of
 import json
 import math
 import re
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
 from fakefacegen.cli import UserError
-from fakefacegen.data.image_files import BadImage, load_face, open_image, parse_crop
+from fakefacegen.data.image_files import MIN_CROP, BadImage, load_face, open_image, parse_crop
 from fakefacegen.editing.latent_directions import NAME_PATTERN
 from fakefacegen.files import atomic_path, save_png, write_json
 from fakefacegen.grids import grid_image
@@ -40,7 +38,6 @@ WARMUP = 0.05  # of the steps
 FEATURE_WEIGHT = 1.0
 PRIOR_WEIGHT = 1.0
 SNAPSHOTS = 6  # frames of the optimisation in the strip, first and last step included
-MIN_PHOTO_SIDE = 16  # pixels: smaller is not a face to project, whatever it is scaled to
 MAX_STARTS, MAX_STEPS = 64, 5000
 
 
@@ -69,15 +66,13 @@ def photo_face(source, res, crop):
         raise BadImage("is a folder: give one photo")
     if isinstance(source, Path) and not source.exists():
         raise BadImage("not found")
-    with warnings.catch_warnings():  # PIL warns of big images before refusing huge ones: the refusal says it all
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with open_image(source) as image:
-            width, height = image.size  # from the header: nothing decoded yet
-        if min(width, height) < MIN_PHOTO_SIDE:
-            raise BadImage(f"too small: {width}x{height} pixels, at least {MIN_PHOTO_SIDE}x{MIN_PHOTO_SIDE} needed")
-        if hasattr(source, "seek"):
-            source.seek(0)
-        return np.array(load_face(source, res, crop, draft=False))
+    with open_image(source) as image:
+        width, height = image.size  # from the header: nothing decoded yet
+    if min(width, height) < MIN_CROP:
+        raise BadImage(f"too small: {width}x{height} pixels, at least {MIN_CROP}x{MIN_CROP} needed")
+    if hasattr(source, "seek"):
+        source.seek(0)
+    return np.array(load_face(source, res, crop, draft=False))
 
 
 def to_tensor(face, device):

