@@ -19,8 +19,7 @@ from fakefacegen.data.training_data import TrainingData
 from fakefacegen.files import BackgroundWriter, save_png, write_json
 from fakefacegen.grids import grid_image
 from fakefacegen.metrics.fid_sources import FidMeter
-from fakefacegen.reports.plots import plot_fid, plot_losses
-from fakefacegen.reports.report import environment, write_report
+from fakefacegen.reports.report import FigureDrawer, environment
 from fakefacegen.reports.tensorboard_log import TensorBoardLog, summary_writer_class
 from fakefacegen.runs import (
     MetricsLog,
@@ -81,7 +80,7 @@ def train(cfg, given, world):
         if stop.requested and not write_latest and world.main:  # Ctrl-C came during an epoch's save
             save(state, outputs, finished_epoch=False, write_latest=True)
     finally:
-        outputs.writer.close()  # the last checkpoint is on disk before the run says it is done
+        outputs.close()  # the last checkpoint is on disk before the run says it is done
     world.check_in_sync(state.G, state.D)
     if world.main:
         farewell(state, outputs, data, stop)
@@ -186,7 +185,7 @@ def checked_means(window, step, ckpt_dir):
     return values
 
 
-FIGURE_SECONDS = 10  # loss.png, fid.png and report.html are redrawn at most this often (and at every latest.pt)
+FIGURE_SECONDS = 10  # an epoch's grid, loss.png and report.html: at most this often (and at every checkpoint)
 
 
 class Outputs:
@@ -196,6 +195,7 @@ class Outputs:
     def __init__(self, cfg, world, resume_step, data_spread):
         self.out_dir, self.ckpt_dir = output_dir(cfg["run"]), checkpoint_dir(cfg["run"])
         self.log, self.fid_meter, self.tensorboard, self.writer = None, None, None, BackgroundWriter()
+        self.figures = FigureDrawer(in_child=world.device.type == "cuda")
         self.figures_drawn = -float("inf")  # when the figures were last drawn (time.monotonic)
         self.collapse_watch, self.warnings = CollapseWatch(data_spread, cfg["loss"]), {}
         if not world.main:
@@ -209,32 +209,39 @@ class Outputs:
             self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", resume_step)
 
 
+    def close(self):
+        """The writer's last jobs done (the last checkpoint on disk), then the figures' process stopped."""
+        try:
+            self.writer.close()
+        finally:
+            self.figures.close()
+
 def save(state, outputs, finished_epoch, write_latest):
     """At an epoch's end or a stop: the grid, the loss plot, FID and epoch_NNN.pt / best.pt when due, and
     latest.pt when asked. An epoch's end writes latest.pt only when --ckpt-minutes have passed (or at the run's
     end): on a GPU an epoch can take seconds, and a checkpoint each time would cost more than the training.
-    What needs the device (G_eval, FID, the grid's pixels, a CPU copy of the state) is done here; the files
-    are written by the background writer while training goes on. The figures and the report, a few hundred ms
-    of drawing, are redrawn at most every FIGURE_SECONDS, and whenever latest.pt is written or FID measured:
-    a GPU's epochs can be shorter than that."""
+    The grid, the figures and the report are drawn at every save, and at an epoch's end when FIGURE_SECONDS
+    have passed since the last: a GPU's epochs can be shorter than that, and an epoch's end with nothing due
+    costs nothing (no recalibration of G_eval, no render, no wait for the device). What needs the device
+    (G_eval, FID, the grid's pixels, a CPU copy of the state) is done here; the files are written by the
+    background writer while training goes on."""
     cfg, epoch, step = state.cfg, state.epoch, state.step
     names = ["latest.pt"] if write_latest else []
     if finished_epoch and cfg["ckpt_every"] and epoch % cfg["ckpt_every"] == 0:
         names.append(f"epoch_{epoch:03d}.pt")
-    G_eval = state.eval_generator()
     fid_due = outputs.fid_meter is not None and finished_epoch and epoch % cfg["fid_every"] == 0
+    if not (names or fid_due or time.monotonic() - outputs.figures_drawn >= FIGURE_SECONDS):
+        return  # nothing due at this epoch's end: no recalibration, no grid, nothing that waits for the device
+    G_eval = state.eval_generator()
     if fid_due and measure_fid(state, outputs, G_eval):
         names.append("best.pt")
     checkpoint = cpu_copy(state.state_dict(G_eval)) if names else None
     samples = render(G_eval, state.fixed_noise, state.device)
-    grid = grid_image(samples)
     watch_collapse(state, outputs, samples)
     grid_name = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:06d}.png"
-    rows = None  # no figures this time
-    if write_latest or fid_due or time.monotonic() - outputs.figures_drawn >= FIGURE_SECONDS:
-        rows, outputs.figures_drawn = outputs.log.read(), time.monotonic()
+    rows, outputs.figures_drawn = outputs.log.read(), time.monotonic()
     outputs.writer.submit(write_save, outputs, step, [outputs.ckpt_dir / name for name in names], checkpoint,
-                          grid, grid_name, rows, dict(outputs.warnings))
+                          grid_image(samples), grid_name, rows, dict(outputs.warnings))
     checkpoints = "".join(f", {outputs.ckpt_dir}/{name}" for name in names)
     tqdm.write(f"iteration {step}, epoch {epoch if finished_epoch else epoch + 1}: saving "
                f"{outputs.out_dir}/samples/{grid_name}{checkpoints}")
@@ -251,19 +258,14 @@ def watch_collapse(state, outputs, samples):
 
 
 def write_save(outputs, step, paths, checkpoint, grid, grid_name, rows, warnings):
-    """A save's files, in the background writer: the checkpoints first, then the grid and, with metrics.csv's
+    """A save's files, in the background writer: the checkpoints first, then the grid and, from metrics.csv's
     `rows`, the figures and last the report that shows them with the collapse `warnings`."""
     if checkpoint is not None:
         save_checkpoint(paths, checkpoint)
     save_png(grid, outputs.out_dir / "samples" / grid_name)
     if outputs.tensorboard:
         outputs.tensorboard.grid(step, grid)
-    if rows is None:
-        return
-    plot_losses(rows, outputs.out_dir / "loss.png")
-    if any(row["fid"] for row in rows):
-        plot_fid(rows, outputs.out_dir / "fid.png")
-    write_report(outputs.out_dir, outputs.env, rows, warnings)
+    outputs.figures.draw(outputs.out_dir, outputs.env, rows, warnings)
 
 
 def measure_fid(state, outputs, G_eval):

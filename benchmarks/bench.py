@@ -9,10 +9,13 @@ them, default memory format, fp32, `.item()` on the losses every step. FakeFaceG
 kept on the device and drawn by index, scaling on the device, the speed options that `auto` picks on this
 device (on CUDA: the iteration replayed as a CUDA graph), and no host sync. Rows "fakefacegen ..." with an
 option switched show what each option is worth, so that `auto` can be checked against them. Each figure is
-the median over --repeats timings of --steps iterations, after --warmup iterations (at least enough for the
-CUDA graph to be captured, so no row times a capture); the loops are timed in turns, so a busy machine slows
-them alike. Peak RSS is the whole process's (and its loader workers') while that loop ran, so it includes what
-earlier loops left allocated. The last line projects the auto row's speed onto 25 epochs of all of CelebA.
+the median over --repeats timings of --steps iterations (default 64 on a GPU, 16 on a CPU; always whole
+epochs of 16 batches, so every window holds as many epoch starts), after --warmup iterations (at least enough
+for the CUDA graph to be captured, so no row times a capture), with the spread over the repeats ((max - min) /
+median); the loops are timed in turns, so a busy machine slows them alike, and nothing but the loop is inside
+a timed window. Memory is each loop's own: what building it allocated, plus the most it allocated while it
+ran (on CUDA, from the allocator; RSS, from /proc after each window, with its loader workers). The last line
+projects the auto row's speed onto 25 epochs of all of CelebA.
 """
 import os
 import statistics
@@ -89,34 +92,50 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_rows(steps_by_label, steps, warmup, repeats, batch, device):
+def cuda_allocated(device):
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+
+
+def time_rows(runners, steps, warmup, repeats, batch, device):
     """Median ms per iteration of each loop, timed in turns (loop A, B, C, A, B, C, ...) so that a busy
-    machine slows every row alike, and the peak memory seen while each ran."""
-    peaks = {label: {"rss": 0, "cuda": 0} for label in steps_by_label}
-    timings = {label: [] for label in steps_by_label}
-    for step in steps_by_label.values():
+    machine slows every row alike, with the spread over the repeats and each loop's own memory: `runners`
+    maps a label to (its step function, the bytes of RSS and of CUDA memory its building took)."""
+    timings = {label: [] for label in runners}
+    grown = {label: {"rss": 0, "cuda": 0} for label in runners}  # the most a loop added while it ran
+    for step, _ in runners.values():
         for _ in range(warmup):
             step()
     for _ in range(repeats):
-        for label, step in steps_by_label.items():
+        for label, (step, _) in runners.items():
+            sync(device)
+            rss_before, cuda_before = rss_bytes(), cuda_allocated(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            sync(device)
             start = time.perf_counter()
             for _ in range(steps):
                 step()
-                peaks[label]["rss"] = max(peaks[label]["rss"], rss_bytes())
             sync(device)
             timings[label].append((time.perf_counter() - start) / steps)
+            grown[label]["rss"] = max(grown[label]["rss"], rss_bytes() - rss_before)
             if device.type == "cuda":
-                peaks[label]["cuda"] = max(peaks[label]["cuda"], torch.cuda.max_memory_allocated(device))
+                grown[label]["cuda"] = max(grown[label]["cuda"], torch.cuda.max_memory_allocated(device) - cuda_before)
     rows = {}
     for label, values in timings.items():
-        ms = statistics.median(values) * 1000
+        ms, built = statistics.median(values) * 1000, runners[label][1]
         rows[label] = {"ms_per_step": ms, "images_per_s": batch / ms * 1000,
-                       "peak_rss_mb": peaks[label]["rss"] / 2**20,
-                       "peak_cuda_mb": peaks[label]["cuda"] / 2**20 if device.type == "cuda" else None}
+                       "spread": (max(values) - min(values)) / statistics.median(values),
+                       "rss_mb": (built["rss"] + grown[label]["rss"]) / 2**20,
+                       "cuda_mb": (built["cuda"] + grown[label]["cuda"]) / 2**20 if device.type == "cuda" else None}
     return rows
+
+
+def built(make, device):
+    """(what make() returns, the RSS and CUDA bytes that building it took)."""
+    sync(device)
+    rss, cuda = rss_bytes(), cuda_allocated(device)
+    runner = make()
+    sync(device)
+    return runner, {"rss": max(rss_bytes() - rss, 0), "cuda": cuda_allocated(device) - cuda}
 
 
 def naive_runner(cfg, images, device, workers):
@@ -194,7 +213,8 @@ def build_parser():
                    "give a sweep)")
     p.add_argument("--width", type=WIDTH, default=64, help="ngf = ndf (default 64)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--steps", type=integer(1, 10_000), default=5, help="iterations per timing (default 5)")
+    p.add_argument("--steps", type=integer(1, 10_000), help=f"iterations per timing, rounded up to whole epochs of "
+                   f"{BATCHES_PER_EPOCH} batches (default 64 on a GPU, 16 on a CPU)")
     p.add_argument("--warmup", type=integer(0, 10_000), default=2, help="iterations before timing (default 2)")
     p.add_argument("--repeats", type=integer(1, 1000), default=3,
                    help="timings per row; the median is shown (default 3)")
@@ -208,6 +228,8 @@ def main(argv=None):
     device = resolve_device(args.device)
     use_tf32(device)  # for the textbook loop too: both run under the same settings
     warmup = max(args.warmup, WARMUP + 1) if device.type == "cuda" else args.warmup
+    wanted = args.steps or (64 if device.type == "cuda" else BATCHES_PER_EPOCH)
+    args.steps = -(-wanted // BATCHES_PER_EPOCH) * BATCHES_PER_EPOCH  # whole epochs
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; ngf = ndf = {args.width}; "
           f"median of {args.repeats} x {args.steps} iterations after {warmup} warm-up")
@@ -227,21 +249,23 @@ def bench_size(res, batch, args, device, warmup):
     """The table of one resolution and batch size: each loop's row, printed as it is measured."""
     cfg = {**DEFAULTS, "res": res, "batch_size": batch, "ngf": args.width, "ndf": args.width, "data_on_device": "on"}
     images = toyfaces(range(batch * BATCHES_PER_EPOCH), res)[0]
-    steps = {"textbook loop": naive_runner(cfg, images, device, args.workers)}
-    steps.update({label: fast_runner(cfg, images, device, options, args.workers)[0]
-                  for label, options in variants(device)})
-    label_width = max(len(label) for label in steps) + 1
-    print(f"\n{f'{res} px, batch {batch}':{label_width}s} {'images/s':>10} {'ms/step':>9} {'peak RSS MB':>12} "
-          f"{'peak CUDA MB':>13} {'vs textbook':>12}", flush=True)
-    figures = time_rows(steps, args.steps, warmup, args.repeats, batch, device)
+    runners = {"textbook loop": built(lambda: naive_runner(cfg, images, device, args.workers), device)}
+    for label, options in variants(device):
+        (one_iteration, _), cost = built(lambda options=options: fast_runner(cfg, images, device, options,
+                                                                             args.workers), device)
+        runners[label] = one_iteration, cost
+    label_width = max(len(label) for label in runners) + 1
+    print(f"\n{f'{res} px, batch {batch}':{label_width}s} {'images/s':>10} {'spread':>7} {'ms/step':>9} "
+          f"{'RSS MB':>8} {'CUDA MB':>8} {'vs textbook':>12}", flush=True)
+    figures = time_rows(runners, args.steps, warmup, args.repeats, batch, device)
     baseline = figures["textbook loop"]["images_per_s"]
     rows = []
     for label, row in figures.items():
         row.update(res=res, batch=batch, loop=label.strip(), ratio=row["images_per_s"] / baseline)
         rows.append(row)
-        cuda = f"{row['peak_cuda_mb']:.0f}" if row["peak_cuda_mb"] is not None else "-"
-        print(f"{label:{label_width}s} {row['images_per_s']:10.1f} {row['ms_per_step']:9.1f} "
-              f"{row['peak_rss_mb']:12.0f} {cuda:>13} {row['ratio']:11.2f}x", flush=True)
+        cuda = f"{row['cuda_mb']:.0f}" if row["cuda_mb"] is not None else "-"
+        print(f"{label:{label_width}s} {row['images_per_s']:10.1f} {100 * row['spread']:6.1f}% "
+              f"{row['ms_per_step']:9.1f} {row['rss_mb']:8.0f} {cuda:>8} {row['ratio']:11.2f}x", flush=True)
     return rows
 
 

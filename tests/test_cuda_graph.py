@@ -40,7 +40,7 @@ class RecordNothing:
     def __init__(self):
         self.captures = 0
 
-    def __call__(self, run, generators, optimizers):
+    def __call__(self, run, generators, optimizers, pool=None):
         self.captures += 1
         return run
 
@@ -54,7 +54,7 @@ def train(cfg, device, capture=None, iterations=ITERATIONS):
     batches = dataloader.epoch_batches(len(faces), cfg["batch_size"], cfg["seed"], 0)
     for i in range(iterations):
         group = batches[i * cfg["d_steps"]:(i + 1) * cfg["d_steps"]]
-        step([faces[b][0].to(device) for b in group])
+        step([faces[b.tolist()][0].to(device) for b in group])
         state.step += 1
     return state, step
 
@@ -93,7 +93,7 @@ def test_the_linear_schedule_and_bf16_go_through_the_graph():
 
 
 def test_a_failed_capture_trains_on_eagerly_and_says_so_in_one_line(capsys):
-    def failing(run, generators, optimizers):
+    def failing(run, generators, optimizers, pool=None):
         raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
 
     eager, _ = train(SMALL, "cpu")
@@ -101,7 +101,7 @@ def test_a_failed_capture_trains_on_eagerly_and_says_so_in_one_line(capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if "CUDA graph" in line]
     assert lines == ["CUDA graph: the capture failed (operation not permitted when stream is capturing); "
                      "training goes on without it (--cuda-graph off skips the attempt)"]
-    assert step.graph.failed and step.graph.eager_runs[(False,)] == ITERATIONS
+    assert step.graph is None  # dropped: plain eager iterations from then on
     for key, value in tensors(eager).items():
         assert torch.equal(value, tensors(graphed)[key]), key
 
@@ -135,16 +135,16 @@ def test_the_cuda_graph_iteration_equals_the_eager_one_on_a_gpu(name):
 def test_a_capture_that_fails_on_a_gpu_leaves_a_run_that_trains_on(capsys):
     """A host sync inside the capture (not allowed) invalidates it: the line is printed, the generators are
     released from the failed capture, and the iterations go on eagerly, equal to an eager run."""
-    def capture_with_a_sync(run, generators, optimizers):
+    def capture_with_a_sync(run, generators, optimizers, pool=None):
         def record():
             run()
             torch.ones(1, device="cuda").sum().item()
-        return cuda_graphs.capture(record, generators, optimizers)
+        return cuda_graphs.capture(record, generators, optimizers, pool)
 
     torch.backends.cudnn.deterministic = True
     eager, _ = train(SMALL, torch.device("cuda"))
     graphed, step = train(SMALL, torch.device("cuda"), capture_with_a_sync)
-    assert step.graph.failed and "CUDA graph: the capture failed" in capsys.readouterr().out
+    assert step.graph is None and "CUDA graph: the capture failed" in capsys.readouterr().out
     assert torch.cuda.current_stream() == torch.cuda.default_stream()
     for key, value in tensors(eager).items():
         assert torch.allclose(value.float(), tensors(graphed)[key].float(), rtol=1e-3, atol=1e-4), key

@@ -43,10 +43,9 @@ def test_packed_dataset_round_trip(tmp_path):
 
 def test_epoch_batches_cover_the_data_once_and_repeat_per_seed():
     batches = epoch_batches(100, 16, seed=1, epoch=0)
-    flat = [i for b in batches for i in b]
-    assert len(batches) == 6 and len(set(flat)) == 96  # the last partial batch is dropped
-    assert batches == epoch_batches(100, 16, seed=1, epoch=0)
-    assert batches != epoch_batches(100, 16, seed=1, epoch=1)
+    assert batches.shape == (6, 16) and len(set(batches.flatten().tolist())) == 96  # the last partial is dropped
+    assert torch.equal(batches, epoch_batches(100, 16, seed=1, epoch=0))
+    assert not torch.equal(batches, epoch_batches(100, 16, seed=1, epoch=1))
 
 
 def test_model_input_scaling_and_flip():

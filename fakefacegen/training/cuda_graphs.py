@@ -23,8 +23,9 @@ from tqdm import tqdm
 WARMUP = 3
 
 
-def capture(record, generators, optimizers):
-    """The CUDA work of record() as a graph (recording runs nothing); returns the function that replays it."""
+def capture(record, generators, optimizers, pool=None):
+    """The CUDA work of record() as a graph (recording runs nothing), its memory in `pool` (shared by the graphs
+    of one run: they never replay at once); returns the function that replays it."""
     graph = torch.cuda.CUDAGraph()
     with warnings.catch_warnings():  # torch 2.14 registers every generator itself and says so once
         warnings.filterwarnings("ignore", message=r"CUDAGraph\.register_generator_state\(\) is deprecated")
@@ -33,7 +34,7 @@ def capture(record, generators, optimizers):
     # The outer stream context puts the current stream back even when a failed capture_end skips the graph's
     # own. thread_local: the loader's pin-memory thread may allocate pinned memory while this thread records.
     with torch.cuda.stream(torch.cuda.current_stream()), capturable(optimizers), \
-            torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
         record()
     return graph.replay
 
@@ -85,6 +86,8 @@ class GraphedIteration:
         self.capture, self.warmup = capture, warmup
         self.replays, self.eager_runs, self.failed = {}, collections.Counter(), False
         self.side_stream = torch.cuda.Stream(device) if self.inputs.is_cuda else None
+        # One memory pool for every kind's graph: a pool per graph would hold each one's activations apart.
+        self.pool = torch.cuda.graph_pool_handle() if self.inputs.is_cuda else None
 
     def fits(self, batches):
         """Whether these batches fill the buffers exactly (a folder's batch that lost an undecodable image
@@ -110,15 +113,16 @@ class GraphedIteration:
         """On a side stream on CUDA, as PyTorch asks of the iterations before a capture."""
         if self.side_stream is None:
             return self.run()
-        self.side_stream.wait_stream(torch.cuda.current_stream())
+        main = torch.cuda.current_stream(self.inputs.device)  # this run's device, whichever is current
+        self.side_stream.wait_stream(main)
         with torch.cuda.stream(self.side_stream):
             self.run()
-        torch.cuda.current_stream().wait_stream(self.side_stream)
+        main.wait_stream(self.side_stream)
 
     def record(self):
         """The replay of a new capture, or None (and eager iterations from now on) if it failed."""
         try:
-            return self.capture(self.run, self.generators, self.optimizers)
+            return self.capture(self.run, self.generators, self.optimizers, self.pool)
         except Exception as err:  # any failure to record means: train on without the graph
             self.failed, self.replays = True, {}
             if self.inputs.is_cuda:

@@ -53,16 +53,18 @@ def adapt_probability(probability, signal, target, images, ada_kimg):
 
 
 def _rand(x, *shape, generator):
-    return torch.rand(x.shape[0], *shape, device=x.device, dtype=x.dtype, generator=generator)
+    """Uniform draws per image in float32, whatever x's dtype: in bf16 (fakes under autocast) the draws would be
+    rounded to 8 bits, which skews the odds of each shift and cut position by a few percent."""
+    return torch.rand(x.shape[0], *shape, device=x.device, generator=generator)
 
 
 def color(x, generator=None):
     """Random brightness (+-0.5), saturation (0..2x) and contrast (0.5..1.5x), as in DiffAugment."""
-    x = x + (_rand(x, 1, 1, 1, generator=generator) - 0.5)
+    x = x + (_rand(x, 1, 1, 1, generator=generator) - 0.5).to(x.dtype)
     mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * (_rand(x, 1, 1, 1, generator=generator) * 2) + mean
+    x = (x - mean) * (_rand(x, 1, 1, 1, generator=generator) * 2).to(x.dtype) + mean
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (_rand(x, 1, 1, 1, generator=generator) + 0.5) + mean
+    return (x - mean) * (_rand(x, 1, 1, 1, generator=generator) + 0.5).to(x.dtype) + mean
 
 
 def translation(x, generator=None, ratio=0.125):

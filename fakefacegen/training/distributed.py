@@ -17,6 +17,8 @@ class Distributed:
         self.rank = int(os.environ.get("RANK", "0"))
         if self.size == 1:
             self.device = resolve_device(device_name)
+            if self.device.type == "cuda" and self.device.index is not None:
+                torch.cuda.set_device(self.device)  # so that streams, graphs and the default generator are its
             return
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         wants_cuda = device_name != "cpu" and torch.cuda.is_available()

@@ -68,9 +68,16 @@ def use_tf32(device):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
-def prepare_models(G, D, speed):
-    """The memory format the speed settings ask for; returns the modules the loop calls."""
-    if speed["channels_last"]:
-        G.to(memory_format=torch.channels_last)
-        D.to(memory_format=torch.channels_last)
-    return G, D
+def prepare_models(state, speed):
+    """The memory format the speed settings ask for, on G, D and the EMA of G (whose update mixes it with G's
+    weights), and on the optimisers' state, which a checkpoint holds in the layout of the run that wrote it:
+    CUDA's fused Adam refuses state strided otherwise than its parameters."""
+    memory_format = torch.channels_last if speed["channels_last"] else torch.contiguous_format
+    for model in (state.G, state.D, state.G_ema):
+        if model is not None:
+            model.to(memory_format=memory_format)
+    for optimizer in (state.opt_g, state.opt_d):
+        for param, param_state in optimizer.state.items():
+            for key, value in param_state.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    param_state[key] = torch.empty_like(param).copy_(value)  # the parameter's layout

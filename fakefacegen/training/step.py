@@ -27,8 +27,8 @@ class TrainingStep:
         self.planned_iterations = planned_iterations
         self.speed = speed_settings(self.cfg, self.device, world.size)
         use_tf32(self.device)
-        G, D = prepare_models(state.G, state.D, self.speed)
-        self.G, self.D = world.wrap(G), world.wrap(D)
+        prepare_models(state, self.speed)
+        self.G, self.D = world.wrap(state.G), world.wrap(state.D)
         self.memory_format = torch.channels_last if self.speed["channels_last"] else torch.contiguous_format
         self.values = IterationValues(state.opt_g, state.opt_d)
         self.graph = self.graphed_iteration(cuda_graphs.capture) if self.speed["cuda_graph"] else None
@@ -66,9 +66,18 @@ class TrainingStep:
         if self.graph is not None and self.graph.fits(batches):
             # Iterations differ in their kernels only by where lazy R1 falls: one graph for each pattern.
             self.graph(batches, kind=r1_updates(self.cfg, self.state.step * self.cfg["d_steps"]))
+            if self.graph.failed:
+                self.without_graph()
         else:
             self.iteration(batches)
         return sum(len(images) for images in batches) * self.world.size
+
+    def without_graph(self):
+        """After a failed capture: plain eager iterations (no static buffers, no side stream) with what `auto`
+        picks for eager steps: on CUDA that is fp32, faster than bf16 when kernels are launched one by one."""
+        self.graph = None
+        self.speed = {**speed_settings({**self.cfg, "cuda_graph": "off"}, self.device, self.world.size),
+                      "cuda_graph_off": "the capture failed"}
 
     def set_schedules(self):
         """This iteration's learning rates (--lr-schedule) and EMA weight, where the iteration reads them."""
