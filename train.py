@@ -208,13 +208,13 @@ class Outputs:
         if cfg["tensorboard"]:
             self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", resume_step)
 
-
     def close(self):
         """The writer's last jobs done (the last checkpoint on disk), then the figures' process stopped."""
         try:
             self.writer.close()
         finally:
             self.figures.close()
+
 
 def save(state, outputs, finished_epoch, write_latest):
     """At an epoch's end or a stop: the grid, the loss plot, FID and epoch_NNN.pt / best.pt when due, and
