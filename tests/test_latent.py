@@ -139,7 +139,8 @@ def test_celeba_attribute_file_joins_packed_dataset(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
     np.save(root / "images.npy", images)
     files = [f"img_align_celeba/{i:06d}.jpg" for i in range(1, 25)]  # zip members keep their folder
-    (root / "dataset.json").write_text(json.dumps({"format": "fakefacegen-packed", "files": files}))
+    (root / "dataset.json").write_text(json.dumps({"format": "fakefacegen-packed", "count": 24, "res": 8,
+                                                    "files": files}))
     attrs = tmp_path / "list_attr_celeba.txt"
     rows = [f"{i:06d}.jpg  {1 if i % 2 else -1} {1 if i % 8 == 0 else -1}" for i in range(1, 31)]
     attrs.write_text("30\nSmiling Eyeglasses\n" + "\n".join(rows) + "\n")

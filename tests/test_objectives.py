@@ -121,8 +121,11 @@ def test_compare_draws_every_config_on_one_figure(tmp_path):
     width, top = last_grid.shape[1], round(last_grid.shape[0] / 2)
     assert sheet.shape[1] == 2 * width + 10  # the two runs side by side
     assert np.array_equal(sheet[18:18 + top, width + 10:], last_grid[:top, :, :3])
-    # Run again with the same names: both runs are at their budget already, so nothing trains further.
-    again = run_script("compare.py", *configs, "--steps", "3", "--out", "cmp", "--", *TINY, cwd=tmp_path)
+    # Run again with the same names: both runs are at their budget already, so nothing trains further; the
+    # earlier comparison's files are replaced only with --force.
+    kept = run_script("compare.py", *configs, "--steps", "3", "--out", "cmp", "--", *TINY, cwd=tmp_path, check=False)
+    assert_one_line_error(kept, "earlier comparison", "--force")
+    again = run_script("compare.py", *configs, "--steps", "3", "--out", "cmp", "--force", "--", *TINY, cwd=tmp_path)
     assert again.stdout.count("already at iteration 3") == 2
     assert (tmp_path / "cmp" / "comparison.md").read_text().splitlines() == table
 
@@ -135,7 +138,12 @@ def test_compare_refuses_clashing_names_and_reports_failed_runs(tmp_path):
     assert_one_line_error(clash, "a/same.toml and b/same.toml", "--tag")
     assert not (tmp_path / "outputs").exists()
 
-    (tmp_path / "broken.toml").write_text("loss = 'wgan-gp'\n")  # refused by train.py: BatchNorm in D
+    (tmp_path / "refused.toml").write_text("loss = 'wgan-gp'\n")  # BatchNorm in D: refused before any run trains
+    refused = run_script("compare.py", "a/same.toml", "refused.toml", "--steps", "1", "--out", "cmp", "--", *TINY,
+                         cwd=tmp_path, check=False)
+    assert_one_line_error(refused, "refused.toml", "--d-norm none")
+    assert not (tmp_path / "outputs").exists()
+    (tmp_path / "broken.toml").write_text("data = 'no/such/folder'\n")  # a run that fails once it starts
     failed = run_script("compare.py", "a/same.toml", "broken.toml", "--steps", "1", "--out", "cmp", "--", *TINY,
                         cwd=tmp_path, check=False)
     assert failed.returncode == 1 and "1 of 2 runs failed: compare-broken" in failed.stderr

@@ -34,7 +34,7 @@ class TrainingData:
         """(iterations in the epoch, an iterator over this rank's d_steps-batch groups from batch `start` on)."""
         cfg = self.cfg
         every_rank = dataloader.epoch_batches(len(self.dataset), cfg["batch_size"], cfg["seed"], epoch)
-        batches = self.world.shard(every_rank.T).T  # this rank's share of each batch
+        batches = self.world.shard(every_rank.T).T.contiguous()  # this rank's share of each batch, in one block
         end = len(batches) // cfg["d_steps"] * cfg["d_steps"]  # a last partial group is dropped
         loader = iter(dataloader.epoch_loader(self.device_images, self.loader, batches[start:end]))
         return end // cfg["d_steps"], self.groups(loader, (end - start) // cfg["d_steps"])
