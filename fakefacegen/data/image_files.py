@@ -113,9 +113,9 @@ def parse_crop(text):
                         "such as 19,39,159,179")
     left, top, right, bottom = map(int, match.groups())
     if right <= left or bottom <= top:
-        raise UserError(f"--crop box {text} is empty: it needs left < right and top < bottom")
+        raise UserError(f"--crop {text.strip()} is an empty box: it needs left < right and top < bottom")
     if min(right - left, bottom - top) < MIN_CROP:
-        raise UserError(f"--crop box {text} is {right - left}x{bottom - top} pixels: a face needs at least "
+        raise UserError(f"--crop {text.strip()} is a box of {right - left}x{bottom - top} pixels: a face needs at least "
                         f"{MIN_CROP}x{MIN_CROP}")
     return left, top, right, bottom
 
