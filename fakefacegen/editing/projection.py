@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from fakefacegen.cli import UserError
+from fakefacegen.data.dataloader import to_model_input
 from fakefacegen.data.image_files import MIN_CROP, BadImage, load_face, open_image, parse_crop
 from fakefacegen.editing.latent_directions import NAME_PATTERN
 from fakefacegen.files import atomic_path, save_png, write_json
@@ -73,11 +74,6 @@ def photo_face(source, res, crop):
     if hasattr(source, "seek"):
         source.seek(0)
     return np.array(load_face(source, res, crop, draft=False))
-
-
-def to_tensor(face, device):
-    """uint8 (H, W, 3) -> float (1, 3, H, W) in [-1, 1], as the generator draws."""
-    return torch.from_numpy(np.asarray(face)).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
 
 
 class FeatureDistance:
@@ -144,7 +140,8 @@ def project(G, face, D=None, starts=STARTS, steps=STEPS, seed=0, prior_weight=PR
     for model in (G, D):
         if model is not None:
             model.eval().requires_grad_(False)  # only z learns
-    loss = ProjectionLoss(to_tensor(face, device), D, G.nz, prior_weight)
+    target = to_model_input(torch.from_numpy(np.ascontiguousarray(face))[None], device)  # as training scales
+    loss = ProjectionLoss(target, D, G.nz, prior_weight)
     z = torch.randn(starts, G.nz, generator=torch.Generator().manual_seed(seed)).to(device).requires_grad_()
     optimizer = torch.optim.Adam([z], lr=LEARNING_RATE)
     frames, wanted = [], snapshot_steps(steps)
