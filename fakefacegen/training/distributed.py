@@ -1,5 +1,6 @@
 """torchrun's world: rank, size, the device of this process, and the few collective operations the training
 loop needs. Alone (no torchrun) every operation is a no-op, so the loop is written once for both."""
+import gc
 import os
 
 import torch
@@ -81,3 +82,6 @@ class Distributed:
     def close(self):
         if self.size > 1:
             dist.destroy_process_group()
+            # DDP's reducers still hold the group, in reference cycles: without this they are freed in the
+            # interpreter's finalisation, where gloo's threads abort a finished run about one time in ten
+            gc.collect()
