@@ -5,16 +5,16 @@ measure every final generator against those held-out faces.
     python protocol.py configs/dcgan_anime64.toml configs/diffaug.toml --set anime64 --images 1000000
     python protocol.py configs/dcgan_celeba128.toml --set celeba128 --images 125000 --seeds 0
 
---set celeba64 trains on the 5,800 photos of ../shared/data/celeba_sample that ../shared/fid_reference does
-not hold (packed once, --crop celeba, into data/protocol/celeba64-train/) and measures FID and KID of --fid-n
-samples (4,200) against the 4,200 faces of celeba_a + celeba_b; --set celeba128 trains on the same photos at
-128 px and measures against the same 4,200 held-out photos cut the same way at 128 px; --set anime64 trains on
-anime_sample less anime_a and measures against the 2,100 faces of anime_a. The budget is real images seen by D,
-not minutes (minutes rank machines, not methods): each run stops after ceil(images / (batch_size x d_steps)) iterations
-of its own settings. Each config trains once per seed (runs protocol-<set>-<config>-s<seed>, resumed when
-they exist); the table gives the mean and standard deviation over seeds. Flags after `--` go to every
-train.py run; the data, resolution, seed and budget are the protocol's. A run whose data holds any held-out
-photo is refused (one line, exit status 2), before it trains and again before it is measured.
+--set celeba64 trains on the 5,800 photos of ../shared/data/celeba_sample that ../shared/fid_reference does not
+hold (packed once, --crop celeba, into data/protocol/celeba64-train/) and measures FID, KID and precision/recall
+(k = 3) of --fid-n samples (4,200) against the 4,200 faces of celeba_a + celeba_b; --set celeba128 trains on the
+same photos at 128 px and measures against the same 4,200 held-out photos cut the same way at 128 px; --set anime64
+trains on anime_sample less anime_a and measures against the 2,100 faces of anime_a. The budget is real images seen
+by D, not minutes (minutes rank machines, not methods): each run stops after ceil(images / (batch_size x d_steps))
+iterations of its own settings. Each config trains once per seed (runs protocol-<set>-<config>-s<seed>, resumed
+when they exist); the table gives the mean and standard deviation over seeds. Flags after `--` go to every train.py
+run; the data, resolution, seed and budget are the protocol's. A run whose data holds any held-out photo is refused
+(one line, exit status 2), before it trains and again before it is measured.
 
 Writes into --out: table.md (also printed), protocol.json, samples.png (the last grid of each config's first
 seed, side by side) and losses.png.
@@ -30,13 +30,14 @@ from fakefacegen.metrics.heldout import (
     SETS,
     check_trained_apart,
     ensure_split,
-    fid_against,
     held_out,
     reference_stats,
+    scores_against,
     split_dir,
     steps_for_images,
 )
 from fakefacegen.metrics.inception import load_inception
+from fakefacegen.metrics.precision_recall import PR_K
 from fakefacegen.reports.comparison import (
     EPOCHS_WITHOUT_END,
     check_out_folder,
@@ -66,7 +67,7 @@ def build_parser():
     p.add_argument("--set", choices=sorted(SETS), default="celeba64", help="what to train on and measure against")
     p.add_argument("--images", type=integer(1), required=True, help="budget: real images seen by D per run")
     p.add_argument("--seeds", type=seed_list, default=[0, 1], help="training seeds per config (default 0,1)")
-    p.add_argument("--fid-n", type=integer(2, FID_N_MAX),
+    p.add_argument("--fid-n", type=integer(PR_K + 1, FID_N_MAX),
                    help="samples per FID, at most the held-out faces (default: all of them: 4200 for celeba, 2100 "
                    "for anime)")
     p.add_argument("--shared", default=str(REPO.parent / "shared"),
@@ -108,13 +109,15 @@ def train_and_measure(plan, held, real, n, inception, device_name):
     budget = ["--max-steps", str(plan["steps"]), "--max-minutes", "0"]
     code = train_one(plan["config"], plan["name"], device_name, budget, plan["flags"])
     cfg, rows = run_config(plan["name"]), read_run(plan["name"])
-    fid = kid = None
+    scores = {"fid": None, "kid": None, "precision_recall": None}
     if code == 0:
         check_trained_apart(f"run {plan['name']}", cfg.get("data"), held)
         ckpt = checkpoint_dir(plan["name"]) / "latest.pt"
-        fid, kid = fid_against(ckpt, real, n, inception, resolve_device(device_name))
-        print(f"{plan['name']}: FID {fid:.2f}, KID {kid['mean']:.4f} ({n} samples against held-out {held.pset.name})")
-    return {**plan, "code": code, "rows": rows, "fid": fid, "kid": kid,
+        scores = scores_against(ckpt, real, n, inception, resolve_device(device_name))
+        pr = scores["precision_recall"]
+        print(f"{plan['name']}: FID {scores['fid']:.2f}, KID {scores['kid']['mean']:.4f}, precision "
+              f"{pr['precision']:.3f}, recall {pr['recall']:.3f} ({n} samples against held-out {held.pset.name})")
+    return {**plan, **scores, "code": code, "rows": rows,
             "iterations": int(rows[-1]["step"]) if rows else 0, "images_seen": images_seen(cfg, rows),
             "train_seconds": float(rows[-1]["elapsed_s"]) if rows else 0.0}
 
@@ -132,20 +135,22 @@ def summary(config, runs):
     """The table's line and the JSON's summary of one config's runs."""
     done = [r for r in runs if r["fid"] is not None]
     fids, kids = [r["fid"] for r in done], [r["kid"]["mean"] for r in done]
+    precisions, recalls = ([r["precision_recall"][key] for r in done] for key in ("precision", "recall"))
     failed = [f"seed {r['seed']} failed (exit {r['code']})" for r in runs if r["code"] != 0]
     row = [Path(config).stem, ",".join(str(r["seed"]) for r in runs), max(r["iterations"] for r in runs),
            max(r["images_seen"] for r in runs), f"{np.mean([r['train_seconds'] for r in runs]) / 60:.1f}",
            mean_sd(fids, 2), " / ".join(f"{f:.2f}" for f in fids) + ("; " if fids and failed else "")
-           + "; ".join(failed), mean_sd(kids, 4)]
+           + "; ".join(failed), mean_sd(kids, 4), mean_sd(precisions, 3), mean_sd(recalls, 3)]
     return row, {"config": config, "seeds": [r["seed"] for r in runs],
                  "fid_mean": float(np.mean(fids)) if fids else None,
-                 "fid_sd": float(np.std(fids, ddof=1)) if len(fids) > 1 else None, "fids": fids, "kids": kids}
+                 "fid_sd": float(np.std(fids, ddof=1)) if len(fids) > 1 else None, "fids": fids, "kids": kids,
+                 "precisions": precisions, "recalls": recalls}
 
 
 def write_outputs(out, args, held, split, results):
     """table.md (returned), protocol.json, samples.png and losses.png."""
     header = ["config", "seeds", "iterations", "images seen", "train min / run", f"FID ({args.fid_n} vs held-out)",
-              "FID per seed", "KID"]
+              "FID per seed", "KID", "precision", "recall"]
     lines, summaries = [], []
     for config in args.configs:
         row, summed = summary(config, [r for r in results if r["config"] == config])
@@ -158,7 +163,7 @@ def write_outputs(out, args, held, split, results):
         "train": {"data": str(split), "photos": len(held.train_names), "source": str(held.source)},
         "held_out": [str(folder) for folder in held.folders], "configs": summaries,
         "runs": [{k: r[k] for k in ("config", "seed", "name", "code", "iterations", "images_seen", "train_seconds",
-                                    "fid", "kid")} for r in results]})
+                                    "fid", "kid", "precision_recall")} for r in results]})
     firsts = {r["config"]: r["name"] for r in reversed(results)}
     sample_sheet([(Path(c).stem, firsts[c]) for c in args.configs], out / "samples.png",
                  columns=min(6, len(args.configs)))

@@ -27,6 +27,7 @@ from fakefacegen.metrics.fid import (
     stats_of_features,
 )
 from fakefacegen.metrics.fid_sources import ImageSource, listing_fingerprint, open_source, stats_of_source
+from fakefacegen.metrics.precision_recall import PR_K, precision_recall
 
 CONTENT_CHECKS = 8  # reference faces per folder compared with the photo they were cut from
 CONTENT_TOLERANCE = 1.0  # mean absolute difference in 0..255: another JPEG decoder, not another photo
@@ -232,11 +233,12 @@ def recut_source(held, n):
                        len(photos), pset.res, batches, fingerprint)
 
 
-def fid_against(ckpt, real, n, inception, device):
-    """FID and KID of n samples (seeds 0..n-1) of a checkpoint's G_eval against `real`, by the functions
-    evaluate_fid.py measures with: (fid, kid dict)."""
+def scores_against(ckpt, real, n, inception, device):
+    """FID, KID and precision/recall of n samples (seeds 0..n-1) of a checkpoint's G_eval against `real`, by the
+    functions evaluate_fid.py measures with: {fid, kid, precision_recall}."""
     fake, _ = open_source(str(ckpt), n, None, 0, device, checkpoint=True)
     stats = stats_of_source(fake, inception, device, desc="fake features")
-    fid = frechet_distance(stats["mu"], stats["sigma"], real["mu"], real["sigma"])
-    kid = kernel_inception_distance(stats["features"], real["features"], KID_SUBSETS, KID_SUBSET_SIZE, 0, device)
-    return fid, kid
+    return {"fid": frechet_distance(stats["mu"], stats["sigma"], real["mu"], real["sigma"]),
+            "kid": kernel_inception_distance(stats["features"], real["features"], KID_SUBSETS, KID_SUBSET_SIZE, 0,
+                                             device),
+            "precision_recall": precision_recall(real["features"], stats["features"], PR_K, device)}
