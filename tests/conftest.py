@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fakefacegen.metrics.inception import cache_root
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright drives it and never downloads a browser
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -51,6 +53,23 @@ def assert_one_line_error(result, *words):
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     for word in words:
         assert word in lines[0], (word, lines[0])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache(tmp_path_factory):
+    """The FID statistics the tests compute are cached in a temporary folder, never in the user's cache; the
+    Inception weights already converted there are read from it, not converted again."""
+    root = tmp_path_factory.mktemp("cache")
+    converted = cache_root() / "inception"
+    if converted.is_dir():
+        (root / "inception").symlink_to(converted)
+    before = os.environ.get("FAKEFACEGEN_CACHE")
+    os.environ["FAKEFACEGEN_CACHE"] = str(root)  # scripts the tests run inherit it
+    yield root
+    if before is None:
+        del os.environ["FAKEFACEGEN_CACHE"]
+    else:
+        os.environ["FAKEFACEGEN_CACHE"] = before
 
 
 @pytest.fixture(scope="session")
