@@ -1,4 +1,5 @@
 """Time DCGAN training iterations: FakeFaceGen's loop against the textbook loop, in one process, on one device.
+Both run the seeds' DCGAN (no EMA of G, no minibatch std), which the textbook loop knows.
 
     python -m benchmarks.bench                 # 64 and 128 px, batch 128, ngf = ndf = 64, on the default device
     python -m benchmarks.bench --device cuda --steps 30 --warmup 10 --batch 64 128 256 512   # a batch sweep on a GPU
@@ -31,7 +32,7 @@ from fakefacegen.data import dataloader
 from fakefacegen.data.toyfaces import toyfaces
 from fakefacegen.files import write_json
 from fakefacegen.network import RESOLUTIONS, models_from_config
-from fakefacegen.settings import BATCH_SIZE, DEFAULTS, WIDTH, WORKERS
+from fakefacegen.settings import BATCH_SIZE, DEFAULTS, SEEDS_DCGAN, WIDTH, WORKERS
 from fakefacegen.training.cuda_graphs import WARMUP
 from fakefacegen.training.distributed import Distributed
 from fakefacegen.training.speed import describe_speed, native_bf16, speed_settings, use_tf32
@@ -247,7 +248,8 @@ def main(argv=None):
 
 def bench_size(res, batch, args, device, warmup):
     """The table of one resolution and batch size: each loop's row, printed as it is measured."""
-    cfg = {**DEFAULTS, "res": res, "batch_size": batch, "ngf": args.width, "ndf": args.width, "data_on_device": "on"}
+    cfg = {**DEFAULTS, **SEEDS_DCGAN, "res": res, "batch_size": batch, "ngf": args.width, "ndf": args.width,
+           "data_on_device": "on"}
     images = toyfaces(range(batch * BATCHES_PER_EPOCH), res)[0]
     runners = {"textbook loop": built(lambda: naive_runner(cfg, images, device, args.workers), device)}
     for label, options in variants(device):

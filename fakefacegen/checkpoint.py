@@ -92,8 +92,7 @@ def load_training_checkpoint(path):
 
 def generator_from_state(ckpt, path, device="cpu"):
     """The sampling generator (eval mode, BatchNorm recalibrated) of a loaded checkpoint."""
-    check_saved(ckpt["config"], path, G_ARCHITECTURE_KEYS)
-    G = generator_from_config(ckpt["config"]).to(device)
+    G = generator_from_config(check_saved(ckpt["config"], path, G_ARCHITECTURE_KEYS)).to(device)
     try:
         G.load_state_dict(ckpt["G_eval"])
     except (RuntimeError, TypeError, AttributeError):  # shapes that differ; no state dict at all
@@ -114,8 +113,7 @@ def discriminator_from_state(ckpt, path, device="cpu"):
     """The discriminator of a loaded training checkpoint (eval mode), or None for an exported generator."""
     if "D" not in ckpt:
         return None
-    check_saved(ckpt["config"], path, D_ARCHITECTURE_KEYS)
-    D = discriminator_from_config(ckpt["config"]).to(device)
+    D = discriminator_from_config(check_saved(ckpt["config"], path, D_ARCHITECTURE_KEYS)).to(device)
     try:
         D.load_state_dict(ckpt["D"])
     except (RuntimeError, TypeError, AttributeError):

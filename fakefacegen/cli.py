@@ -199,7 +199,8 @@ def read_toml(path):
 
 
 def parse_with_config(parser, defaults, argv=None):
-    """Parse argv over defaults < --config file < command line; returns (settings dict, keys given on the CLI).
+    """Parse argv over defaults < --config file < command line; returns (settings dict, keys given on the CLI,
+    keys set by the config file).
 
     Every option of `parser` defaults to None so that "given on the command line" can be told apart.
     Values from the file are checked by the same rules as the flags (type, choices, range), so a typo or a
@@ -207,7 +208,7 @@ def parse_with_config(parser, defaults, argv=None):
     """
     args = parser.parse_args(argv)
     given = {key for key, value in vars(args).items() if value is not None}
-    settings = dict(defaults)
+    settings, file_values = dict(defaults), {}
     if args.config:
         file_values = read_toml(args.config)
         unknown = sorted(set(file_values) - set(defaults))
@@ -216,7 +217,7 @@ def parse_with_config(parser, defaults, argv=None):
                             f"the valid ones are the long options of --help, with _ for -")
         settings.update(check_values(parser, file_values, defaults, args.config))
     settings.update({key: value for key, value in vars(args).items() if value is not None})
-    return settings, given
+    return settings, given, set(file_values)
 
 
 def check_values(parser, values, defaults, source):

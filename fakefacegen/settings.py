@@ -19,9 +19,10 @@ from fakefacegen.training import diffaug, losses
 from fakefacegen.training.state import has_ema
 
 # Settings added after the first checkpoints were written, with the value that means "as before": a checkpoint
-# without them resumes and samples as it always did.
-ADDED_LATER = ("r1", "r1_every", "ema_kimg", "ema_rampup", "lr_schedule", "lr_decay_start", "mbstd", "label_smooth",
-               "tensorboard", "ada_target", "ada_kimg")
+# without them resumes and samples as it always did (the defaults of new runs may differ).
+AS_BEFORE = {"r1": 0.0, "r1_every": 16, "ema_kimg": 0.0, "ema_rampup": 0.05, "lr_schedule": "constant",
+             "lr_decay_start": 0.5, "mbstd": 0, "label_smooth": 1.0, "tensorboard": False, "ada_target": 0.0,
+             "ada_kimg": 100.0}
 # Ranges of the numeric flags below that bench.py's flags share, and the caps that need a reason.
 TOY_SIZE_MAX = 10_000_000  # toy faces are drawn by index; an epoch's shuffled indices must fit in memory
 WIDTH = integer(1, 256)  # ngf, ndf: the widest layer is 16x this, and 4096 channels take gigabytes at 256 px
@@ -35,16 +36,19 @@ DEFAULTS = {
     "config": None,
     "data": TOYFACES, "toy_size": 20000, "res": 64, "flip": False, "workers": 2,
     "nz": 100, "ngf": 64, "ndf": 64, "g_act": "relu", "d_norm": "batch", "init": "dcgan",
-    "epochs": 25, "batch_size": 128, "max_steps": 0, "d_steps": 1, "g_steps": 1,
+    "epochs": 25, "batch_size": 64, "max_steps": 0, "d_steps": 1, "g_steps": 1,
     "optim": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
     "loss": "bce", "g_loss": "nonsaturating", "clip": 0.01, "gp_weight": 10.0, "ema": 0.0, "diffaug": "",
-    "r1": 0.0, "r1_every": 16, "ema_kimg": 0.0, "ema_rampup": 0.05, "lr_schedule": "constant",
-    "lr_decay_start": 0.5, "mbstd": 0, "label_smooth": 1.0, "ada_target": 0.0, "ada_kimg": 100.0,
+    "r1": 0.0, "r1_every": 16, "ema_kimg": 10.0, "ema_rampup": 0.05, "lr_schedule": "constant",
+    "lr_decay_start": 0.5, "mbstd": 4, "label_smooth": 1.0, "ada_target": 0.0, "ada_kimg": 100.0,
     "seed": 0, "device": "auto", "run": "", "resume": "",
     "log_every": 10, "ckpt_minutes": 10.0, "ckpt_every": 5, "recal_samples": 4096, "max_minutes": 0.0,
     "fid_every": 0, "fid_n": 5000, "fid_real": "",
     "data_on_device": "auto", "channels_last": "auto", "amp": "auto", "cuda_graph": "auto", "tensorboard": False,
 }
+
+# What turns the defaults back into the seeds' DCGAN (configs/dcgan_*.toml say the same in TOML).
+SEEDS_DCGAN = {"batch_size": 128, "ema_kimg": 0.0, "mbstd": 0}
 
 
 def add_data_flags(add):
@@ -174,9 +178,19 @@ def parse_settings(argv, description, add_own_flags=None):
     A command's own flags (add_own_flags(add)) carry their defaults into the settings."""
     parser = build_parser(description, add_own_flags)
     own = {a.dest: a.default for a in parser._actions if a.dest not in DEFAULTS and a.dest != "help"}
-    cfg, given = parse_with_config(parser, {**DEFAULTS, **own}, argv)
+    cfg, given, in_file = parse_with_config(parser, {**DEFAULTS, **own}, argv)
+    give_way(cfg, given | in_file)
     check_settings(cfg)
     return cfg, given
+
+
+def give_way(cfg, chosen):
+    """The default recipe's EMA and minibatch std step aside for what they cannot go with, where only their
+    defaults put them: --ema 0.999 alone asks for that EMA, --loss wgan-gp alone for a D without minibatch std."""
+    if cfg["ema"] and "ema_kimg" not in chosen:
+        cfg["ema_kimg"] = 0.0
+    if cfg["loss"] == "wgan-gp" and "mbstd" not in chosen:
+        cfg["mbstd"] = 0
 
 
 def flag(key):
@@ -213,20 +227,22 @@ def check_settings(cfg):
 
 
 def check_saved(config, path, keys):
-    """The settings `keys` of a checkpoint's config, present and valid by the rules of their flags."""
-    config = {**{key: DEFAULTS[key] for key in ADDED_LATER}, **config}
+    """A checkpoint's config with the settings it predates as they were; `keys` present and valid by the rules of
+    their flags."""
+    config = {**AS_BEFORE, **config}
     missing = [key for key in keys if key not in config]
     if missing:
         raise UserError(f"{path}: its config lacks {', '.join(missing)}, so it was not written by train.py: use "
                         "another file from the run, e.g. latest.pt or an epoch_NNN.pt")
     check_values(build_parser(""), {key: config[key] for key in keys}, DEFAULTS, path)
+    return config
 
 
 def settings_from_checkpoint(ckpt, path, cfg, given):
     """The checkpoint's settings, with the flags given now applied; flags that would change the networks or the
     optimisers' kind (what the saved weights and optimiser state are made of) are refused."""
-    # Settings the code no longer has (--compile) are dropped; those it gained since take their defaults.
-    saved = {key: value for key, value in {**DEFAULTS, **ckpt["config"]}.items() if key in DEFAULTS}
+    # Settings the code no longer has (--compile) are dropped; those it gained since are as they were before them.
+    saved = {key: value for key, value in {**DEFAULTS, **AS_BEFORE, **ckpt["config"]}.items() if key in DEFAULTS}
     for key in G_ARCHITECTURE_KEYS + D_ARCHITECTURE_KEYS + ("optim",):
         if key in given and cfg[key] != saved[key]:
             raise UserError(f"{path} was trained with {key}={saved[key]} but {flag(key)} {cfg[key]} was asked: "

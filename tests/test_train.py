@@ -13,15 +13,22 @@ import torch
 from conftest import REPO, TINY, assert_one_line_error, run_script
 
 import train
-from fakefacegen.checkpoint import cpu_copy, save_checkpoint
+from fakefacegen.checkpoint import cpu_copy, discriminator_from_state, save_checkpoint
 from fakefacegen.cli import UserError
 from fakefacegen.files import BackgroundWriter
 from fakefacegen.metrics.inception import load_inception
-from fakefacegen.network import Generator, init_dcgan
+from fakefacegen.network import Generator, MinibatchStdDev, init_dcgan
 from fakefacegen.reports.report import FigureDrawer
 from fakefacegen.runs import MetricsLog
 from fakefacegen.sampling import recalibrated_copy
-from fakefacegen.settings import DEFAULTS, build_parser, parse_settings, settings_from_checkpoint, shown_default
+from fakefacegen.settings import (
+    DEFAULTS,
+    SEEDS_DCGAN,
+    build_parser,
+    parse_settings,
+    settings_from_checkpoint,
+    shown_default,
+)
 from fakefacegen.training.state import TrainState
 
 LOSS_COLUMNS = ("step", "epoch", "loss_d", "loss_g", "d_real", "d_fake")
@@ -95,6 +102,9 @@ def test_shipped_configs_parse():
     for path in sorted((REPO / "configs").rglob("*.toml")):
         cfg, _ = parse_settings(["--config", str(path)], "")
         assert cfg["res"] in (32, 64, 96, 128, 256), path
+    for name in ("dcgan_celeba64", "dcgan_celeba128"):  # the seeds' DCGAN stays one config away
+        cfg, _ = parse_settings(["--config", str(REPO / "configs" / f"{name}.toml")], "")
+        assert {key: cfg[key] for key in SEEDS_DCGAN} == SEEDS_DCGAN
 
 
 def test_recalibrated_eval_mode_matches_train_mode_samples():
@@ -202,7 +212,7 @@ def test_checkpoint_writer_saves_the_state_of_the_moment_and_reports_errors(tmp_
 
 WRITE_FOREVER = """
 import sys, torch
-from fakefacegen.checkpoint import cpu_copy, save_checkpoint
+from fakefacegen.checkpoint import cpu_copy, discriminator_from_state, save_checkpoint
 from fakefacegen.files import BackgroundWriter
 writer = BackgroundWriter()
 for i in range(100_000):
@@ -243,7 +253,7 @@ def test_metrics_resume_after_a_fid_line_keeps_the_training_time(tmp_path):
 def test_resume_refuses_settings_that_do_not_fit_the_checkpoint():
     """Checked in-process against settings_from_checkpoint: a new batching mid-epoch, and flags that do not go
     with the saved settings."""
-    ckpt = {"config": {**DEFAULTS, "ema_kimg": 10.0}, "batch_in_epoch": 4}
+    ckpt = {"config": {**DEFAULTS, "batch_size": 128, "ema_kimg": 10.0}, "batch_in_epoch": 4}
     with pytest.raises(UserError, match="inside an epoch"):
         settings_from_checkpoint(ckpt, "latest.pt", {**DEFAULTS, "batch_size": 64}, {"batch_size"})
     settings_from_checkpoint({**ckpt, "batch_in_epoch": 0}, "x.pt", {**DEFAULTS, "batch_size": 64}, {"batch_size"})
@@ -315,6 +325,40 @@ def test_a_checkpoint_from_before_the_augmentation_metrics_resumes(tmp_path):
     resumed = load(path)
     assert resumed["step"] == 4 and resumed["augment_p"].item() == 0.0 and len(resumed["log_window"]) == 7
     assert [r[0] for r in read_metrics(tmp_path / "outputs" / "old" / "metrics.csv")] == ["2", "3", "4"]
+
+
+def test_a_checkpoint_from_before_the_default_recipe_resumes_as_it_was_trained(tmp_path):
+    """A checkpoint written before --mbstd and --ema-kimg existed has neither key: it was trained without them, so it
+    resumes and is read back without them, whatever today's defaults."""
+    run_script("train.py", *TINY, "--mbstd", "0", "--ema-kimg", "0", "--max-steps", "2", "--run", "old", cwd=tmp_path)
+    path = tmp_path / "checkpoints" / "old" / "latest.pt"
+    ckpt = load(path)
+    ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in ("mbstd", "ema_kimg", "ema_rampup")}
+    save_checkpoint([path], ckpt)
+    run_script("train.py", *TINY, "--max-steps", "3", "--run", "old", "--resume", "auto", cwd=tmp_path)
+    resumed = load(path)
+    assert resumed["step"] == 3 and (resumed["config"]["mbstd"], resumed["config"]["ema_kimg"]) == (0, 0.0)
+    assert "G_ema" not in resumed  # no EMA of G appeared on resume
+    D = discriminator_from_state(ckpt, path)  # as latent.py project reads it: the D it was trained with
+    assert not any(isinstance(layer, MinibatchStdDev) for layer in D.modules())
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], {"batch_size": 64, "ema": 0.0, "ema_kimg": 10.0, "mbstd": 4}),  # the default recipe
+    (["--ema", "0.999"], {"ema": 0.999, "ema_kimg": 0.0, "mbstd": 4}),
+    (["--config", str(REPO / "configs" / "ema.toml")], {"ema": 0.999, "ema_kimg": 0.0, "mbstd": 0}),
+    (["--loss", "wgan-gp", "--d-norm", "none"], {"ema_kimg": 10.0, "mbstd": 0}),
+])
+def test_the_default_recipe_steps_aside_for_what_it_cannot_go_with(argv, expected):
+    cfg, _ = parse_settings(argv, "")
+    assert {key: cfg[key] for key in expected} == expected
+
+
+def test_the_default_recipe_asked_for_with_what_it_cannot_go_with_is_refused():
+    with pytest.raises(UserError, match="give the EMA once"):
+        parse_settings(["--ema", "0.999", "--ema-kimg", "10"], "")
+    with pytest.raises(UserError, match="--mbstd mixes"):
+        parse_settings(["--loss", "wgan-gp", "--d-norm", "none", "--mbstd", "4"], "")
 
 
 def test_every_help_states_the_default_of_the_one_table():
