@@ -1,9 +1,11 @@
 """Time DCGAN training iterations: FakeFaceGen's loop against the textbook loop, in one process, on one device.
-Both run the seeds' DCGAN (no EMA of G, no minibatch std), which the textbook loop knows.
+Both run the seeds' DCGAN (no EMA of G, no minibatch std), which the textbook loop knows; one more row adds
+what the default recipe adds (run it at --batch 64, the default's batch size, for the default's speed).
 
     python -m benchmarks.bench                 # 64 and 128 px, batch 128, ngf = ndf = 64, on the default device
     python -m benchmarks.bench --device cuda --steps 30 --warmup 10 --batch 64 128 256 512   # a batch sweep on a GPU
     python -m benchmarks.bench --res 64 --steps 10 --repeats 5 --device cpu --json bench.json
+    python -m benchmarks.bench --res 64 --batch 64 128   # the default recipe (batch 64) against the seeds' DCGAN
 
 The textbook loop (the PyTorch DCGAN example): float images from a DataLoader whose workers normalise
 them, default memory format, fp32, `.item()` on the losses every step. FakeFaceGen's loop: uint8 data
@@ -203,6 +205,8 @@ def variants(device):
     if auto["amp"] or native_bf16(device):  # without native bf16 (AVX2 CPUs, older GPUs) it is emulated: slow
         rows.append((f"  bf16 autocast {'off' if auto['amp'] else 'on'}", {"amp": "off" if auto["amp"] else "bf16"}))
     rows.append(("  data through the loader", {"data_on_device": "off"}))
+    recipe = {key: DEFAULTS[key] for key in SEEDS_DCGAN if key != "batch_size"}  # batch size is --batch's
+    rows.append(("  + the default recipe's EMA of G and minibatch std", recipe))
     return rows
 
 
