@@ -126,7 +126,7 @@ def test_the_budget_in_images_becomes_iterations_of_each_configs_settings():
 
 def test_the_seeds_dcgan_stays_available():
     """The dcgan_* configs give the seeds' DCGAN whatever the defaults become; the anime ones the report's
-    5 D updates per G update, as anime64/96 now do too."""
+    5 D updates per G update."""
     dcgan = {"nz": 100, "g_act": "relu", "d_norm": "batch", "init": "dcgan", "optim": "adam", "lr_g": 2e-4,
              "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "loss": "bce", "g_loss": "nonsaturating", "ema": 0.0,
              "diffaug": "", "r1": 0.0, "ema_kimg": 0.0, "lr_schedule": "constant", "mbstd": 0, "label_smooth": 1.0}
@@ -135,12 +135,21 @@ def test_the_seeds_dcgan_stays_available():
         assert {key: cfg[key] for key in dcgan} == dcgan, name
         assert (cfg["data"], cfg["res"], cfg["batch_size"], cfg["epochs"], cfg["flip"], cfg["ngf"], cfg["ndf"],
                 cfg["d_steps"], cfg["g_steps"]) == (f"data/celeba{res}", res, 128, 25, True, 64, 64, 1, 1)
-    for name in ("anime64", "anime96", "dcgan_anime64", "dcgan_anime96"):
-        cfg, _ = parse_settings(["--config", str(REPO / "configs" / f"{name}.toml")], "")
-        assert (cfg["d_steps"], cfg["g_steps"], cfg["batch_size"], cfg["ngf"], cfg["ndf"]) == (5, 1, 256, 32, 32)
     for name in ("dcgan_anime64", "dcgan_anime96"):
         cfg, _ = parse_settings(["--config", str(REPO / "configs" / f"{name}.toml")], "")
+        assert (cfg["d_steps"], cfg["g_steps"], cfg["batch_size"], cfg["ngf"], cfg["ndf"]) == (5, 1, 256, 32, 32)
         assert {key: cfg[key] for key in dcgan} == dcgan, name
+
+
+def test_the_dataset_configs_train_the_default_recipe():
+    """celeba64/128 and anime64/96 train what the flags train by default, the recipe the protocol chose."""
+    defaults, _ = parse_settings([], "")
+    recipe = ("batch_size", "ngf", "ndf", "d_steps", "g_steps", "ema", "ema_kimg", "ema_rampup", "mbstd", "r1",
+              "d_norm", "loss", "lr_g", "lr_d", "diffaug")
+    assert (defaults["batch_size"], defaults["ema_kimg"], defaults["mbstd"]) == (64, 10.0, 4)
+    for name in ("celeba64", "celeba128", "anime64", "anime96"):
+        cfg, _ = parse_settings(["--config", str(REPO / "configs" / f"{name}.toml")], "")
+        assert {key: cfg[key] for key in recipe} == {key: defaults[key] for key in recipe}, name
 
 
 @pytest.mark.skipif(not (SHARED / "fid_reference").is_dir(), reason="../shared is not here")
