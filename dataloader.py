@@ -14,13 +14,15 @@ import torch
 from tqdm import tqdm
 
 from fakefacegen.cli import UserError, run
-from fakefacegen.data.dataloader import to_model_input
+from fakefacegen.data.dataloader import open_dataset, to_model_input
 from fakefacegen.data.training_data import TrainingData
 from fakefacegen.files import save_png
 from fakefacegen.grids import grid_image
 from fakefacegen.settings import parse_settings
 from fakefacegen.training import diffaug
 from fakefacegen.training.distributed import Distributed
+
+__all__ = ["TrainingData", "open_dataset", "to_model_input"]  # `from dataloader import ...` in a notebook
 
 
 def add_own_flags(add):

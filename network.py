@@ -1,5 +1,6 @@
 """The networks a run trains: DCGAN's generator and discriminator (fakefacegen/network.py), layer by layer with
-each layer's output shape and parameters, for the settings of a config or of train.py's flags.
+each layer's output shape and parameters, for the settings of a config or of train.py's flags. Imported, it
+gives the networks themselves, as in any training-script repo: `from network import Generator, Discriminator`.
 
     python network.py                                   # 64 px, ngf = ndf = 64: what train.py builds by default
     python network.py --config configs/celeba128.toml   # a config's networks
@@ -8,8 +9,10 @@ each layer's output shape and parameters, for the settings of a config or of tra
 import torch
 
 from fakefacegen.cli import run
-from fakefacegen.network import models_from_config
+from fakefacegen.network import Discriminator, Generator, generator_from_config, models_from_config
 from fakefacegen.settings import parse_settings
+
+__all__ = ["Discriminator", "Generator", "generator_from_config", "models_from_config"]
 
 
 def layer_rows(model, x):

@@ -4,7 +4,8 @@
     python train.py --epochs 25 --res 128 --data data/celeba128  # a dataset made by preprocess.py
     python train.py --config configs/celeba64.toml --resume auto # continue the newest celeba64 run exactly
 
-Every key of a config file is also a flag (lr_g <-> --lr-g); the command line wins.
+Every key of a config file is also a flag (lr_g <-> --lr-g); the command line wins. training_loop() below is the
+whole run, top to bottom; the maths of an iteration is fakefacegen/training/iteration.py.
 """
 import signal
 import time
@@ -12,14 +13,14 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from fakefacegen.checkpoint import cpu_copy, load_training_checkpoint, save_checkpoint
+from fakefacegen.checkpoint import load_training_checkpoint, save_checkpoint
 from fakefacegen.cli import UserError, run
 from fakefacegen.collapse import CollapseWatch, data_spread
 from fakefacegen.data.training_data import TrainingData
-from fakefacegen.files import BackgroundWriter, save_png, write_json
+from fakefacegen.files import save_png, write_json
 from fakefacegen.grids import grid_image
 from fakefacegen.metrics.fid_sources import FidMeter
-from fakefacegen.reports.report import FigureDrawer, environment
+from fakefacegen.reports.report import draw_run_figures, environment
 from fakefacegen.reports.tensorboard_log import TensorBoardLog, summary_writer_class
 from fakefacegen.runs import (
     MetricsLog,
@@ -33,70 +34,90 @@ from fakefacegen.runs import (
 )
 from fakefacegen.sampling import render
 from fakefacegen.settings import parse_settings, settings_from_checkpoint
+from fakefacegen.training.cuda_graphs import CudaGraphed
 from fakefacegen.training.distributed import Distributed
+from fakefacegen.training.iteration import METRICS, Iteration
 from fakefacegen.training.speed import check_speed_flags, describe_speed
 from fakefacegen.training.state import TrainState
-from fakefacegen.training.step import METRICS, TrainingStep
+
+FIGURE_SECONDS = 10  # an epoch's grid, loss.png and report.html: at most this often (and at every checkpoint)
 
 
 def main(argv=None):
     cfg, given = parse_settings(argv, __doc__)
     world = Distributed(cfg["device"])
     try:
-        train(cfg, given, world)
+        training_loop(cfg, given, world)
     finally:
         world.close()
 
 
-def train(cfg, given, world):
-    """Start or resume a run, then train epoch by epoch, saving at each epoch's end and when asked to stop."""
-    state, resumed = start_state(cfg, given, world)
-    cfg = state.cfg
+def training_loop(cfg, given, world):
+    """The run: set-up, then iterations until the epochs, --max-steps or --max-minutes are spent or Ctrl-C
+    comes, saving as it goes (save() says what is written when)."""
+    # Set-up: the state of a new run, or of the one --resume names with the settings it was trained with.
+    state = start_state(cfg, given, world)
+    cfg = state.cfg  # read-only from here on
     check_speed_flags(cfg, world.device, world.size)
     if world.main:
         make_run_folders(cfg["run"])
     if cfg["tensorboard"]:
         summary_writer_class()  # a missing package stops the run here, in one line, before anything is written
     data = TrainingData(cfg, world)
-    step = TrainingStep(state, world, planned_iterations(cfg, data))
-    outputs = Outputs(cfg, world, resume_step=state.step if resumed else None,
-                      data_spread=data_spread(data.dataset, cfg["seed"]) if world.main else None)
-    clock, stop = Clock(outputs.log.elapsed if outputs.log else 0.0), StopRequest()
+    iteration = Iteration(state, world, planned_iterations(cfg, data))
+    if iteration.speed["cuda_graph"]:
+        iteration = CudaGraphed(iteration)
+    outputs = Outputs(cfg, world, state, data) if world.main else None
+    clock, stop = Clock(outputs.log.elapsed if outputs else 0.0), StopRequest()
     if world.main:
-        announce(cfg, data, step, outputs, world)
-    budget_spent = world.any(budget_reached(state, clock))  # rank 0 alone knows the minutes trained before
-    if budget_spent and world.main:
-        print(f"{cfg['run']} is already at iteration {state.step} ({clock.minutes():.1f} training minutes): "
-              "nothing to do within --max-steps / --max-minutes")
-    try:
-        write_latest = True
-        while state.epoch < cfg["epochs"] and not stop.requested and not budget_spent:
-            budget_spent, finished_epoch = train_epoch(state, step, data, outputs, clock, stop, world)
-            final = stop.requested or budget_spent or state.epoch == cfg["epochs"]
-            write_latest = final or not finished_epoch or clock.save_due(cfg)  # mid-epoch means it was due
-            if world.main:
-                save(state, outputs, finished_epoch, write_latest)
-            clock.saved(write_latest)
-        if stop.requested and not write_latest and world.main:  # Ctrl-C came during an epoch's save
-            save(state, outputs, finished_epoch=False, write_latest=True)
-    finally:
-        outputs.close()  # the last checkpoint is on disk before the run says it is done
+        announce(cfg, data, iteration, outputs, world)
+    stopping = world.any(budget_reached(state, clock))  # rank 0 alone knows the minutes trained before
+    if stopping and world.main:
+        print(nothing_to_do(state, clock))
+
+    while not stopping and state.epoch < cfg["epochs"]:
+        # The batches of this epoch, from where the run is inside it.
+        iterations, groups = data.epoch(state.epoch, state.batch_in_epoch)
+        with epoch_bar(state, iterations, world) as bar:
+            for group in groups:
+                # One iteration: D's updates, G's updates, the EMA of G (fakefacegen/training/iteration.py).
+                clock.images += iteration(group)
+                state.step += 1
+                state.batch_in_epoch += cfg["d_steps"]
+                bar.update(1)
+                epoch_done = state.batch_in_epoch == iterations * cfg["d_steps"]
+
+                # The log line: the metrics averaged since the last one, into metrics.csv and the progress bar.
+                log_line = state.step % cfg["log_every"] == 0 or epoch_done or 0 < cfg["max_steps"] <= state.step
+                if log_line:
+                    write_log_line(state, outputs, clock, bar, world)
+                if epoch_done:
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+
+                # Stop or save? Every rank must decide alike: under torchrun they decide together, on log lines.
+                latest_due = False
+                if world.size == 1 or log_line:
+                    stopping = world.any(stop.requested or budget_reached(state, clock))
+                    latest_due = world.any(clock.save_due(cfg))
+                final = stopping or (epoch_done and state.epoch == cfg["epochs"])
+                if epoch_done or final or latest_due:
+                    checked_means(state.log_window, state.step, checkpoint_dir(cfg["run"]))  # never save NaN weights
+                    if world.main:
+                        save(state, outputs, epoch_done, write_latest=final or latest_due)
+                    clock.saved(final or latest_due)
+                if final:
+                    break
+
+    if outputs:
+        outputs.close()
     world.check_in_sync(state.G, state.D)
     if world.main:
         farewell(state, outputs, data, stop)
 
 
-def announce(cfg, data, step, outputs, world):
-    """The line a run starts with: its data, device, speed settings and where it writes."""
-    processes = f" x {world.size} processes" if world.size > 1 else ""
-    print(f"{data.description}; run {cfg['run']} on {world.device}{processes} ({describe_speed(step.speed)}); "
-          f"outputs in {outputs.out_dir}/, checkpoints in {outputs.ckpt_dir}/")
-    if step.speed["cuda_graph_off"]:
-        print(f"CUDA graph: {step.speed['cuda_graph_off']}")
-
-
 def start_state(cfg, given, world):
-    """(a new TrainState, False), or (the one --resume names, with the settings it was trained with, True)."""
+    """A new TrainState, or the one --resume names, with the settings it was trained with (and the flags given
+    now); its settings hold the run's name."""
     ckpt = None
     if cfg["resume"]:
         path = find_resume_checkpoint(cfg["resume"], cfg, "run" in given)
@@ -105,55 +126,38 @@ def start_state(cfg, given, world):
     if cfg["batch_size"] % world.size:
         raise UserError(f"--batch-size {cfg['batch_size']} is the global batch: make it a multiple of the "
                         f"{world.size} processes")
-    cfg["run"] = world.same_on_all(cfg["run"] or default_run_name(cfg))  # the clocks of ranks may differ
-    if ckpt is None and run_checkpoints(cfg["run"]):
-        raise UserError(f"run {cfg['run']} already exists: continue it with --resume auto --run {cfg['run']}, "
+    run_name = world.same_on_all(cfg["run"] or default_run_name(cfg))  # the clocks of ranks may differ
+    if ckpt is None and run_checkpoints(run_name):
+        raise UserError(f"run {run_name} already exists: continue it with --resume auto --run {run_name}, "
                         "or pick another --run")
-    state = TrainState(cfg, world.device)
+    state = TrainState({**cfg, "run": run_name}, world.device)
     if ckpt is not None:
         state.load_state_dict(ckpt)
         if world.main:
             print(f"resuming {path} at epoch {state.epoch + 1}, iteration {state.step}")
-    return state, ckpt is not None
+    return state
 
 
 def planned_iterations(cfg, data):
     """How long the run is meant to be: --epochs of the data, or --max-steps if that comes first."""
-    per_epoch = len(data.dataset) // cfg["batch_size"] // cfg["d_steps"]
-    total = per_epoch * cfg["epochs"]
+    total = len(data.dataset) // cfg["batch_size"] // cfg["d_steps"] * cfg["epochs"]
     return min(total, cfg["max_steps"]) if cfg["max_steps"] else total
 
 
-def train_epoch(state, step, data, outputs, clock, stop, world):
-    """Iterations until the epoch ends, a stop is asked, the budget is spent or latest.pt is due;
-    returns (budget spent, epoch finished)."""
+def epoch_bar(state, iterations, world):
+    """The progress bar of an epoch, from where the run is inside it; rank 0's alone is shown."""
     cfg = state.cfg
-    iterations, groups = data.epoch(state.epoch, state.batch_in_epoch)
-    done = state.batch_in_epoch // cfg["d_steps"]
-    bar = tqdm(total=iterations, initial=done, disable=not world.main, desc=f"epoch {state.epoch + 1}/{cfg['epochs']}",
-               unit="it", dynamic_ncols=True, leave=False)
-    budget_spent = False
-    for group in groups:
-        clock.images += step(group)
-        state.batch_in_epoch += cfg["d_steps"]
-        state.step += 1
-        bar.update(1)
-        finished = state.batch_in_epoch == iterations * cfg["d_steps"]
-        budget_spent = budget_reached(state, clock)
-        # Every rank must agree on log lines (they average the metrics together): no clock in this test.
-        log_line = state.step % cfg["log_every"] == 0 or finished or 0 < cfg["max_steps"] <= state.step
-        if log_line:
-            write_log_line(state, outputs, clock, bar, world)
-        # Under torchrun the ranks decide together, on log lines only, so they leave the loop as one.
-        if (world.size == 1 or log_line) and world.any(stop.requested or budget_spent or clock.save_due(cfg)):
-            break
-    bar.close()
-    budget_spent, stop.requested = world.any(budget_spent), world.any(stop.requested)
-    checked_means(state.log_window, state.step, outputs.ckpt_dir)  # never save weights gone non-finite
-    finished = state.batch_in_epoch == iterations * cfg["d_steps"]
-    if finished:
-        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-    return budget_spent, finished
+    return tqdm(total=iterations, initial=state.batch_in_epoch // cfg["d_steps"], disable=not world.main,
+                desc=f"epoch {state.epoch + 1}/{cfg['epochs']}", unit="it", dynamic_ncols=True, leave=False)
+
+
+def announce(cfg, data, iteration, outputs, world):
+    """The line a run starts with: its data, device, speed settings and where it writes."""
+    processes = f" x {world.size} processes" if world.size > 1 else ""
+    print(f"{data.description}; run {cfg['run']} on {world.device}{processes} ({describe_speed(iteration.speed)}); "
+          f"outputs in {outputs.out_dir}/, checkpoints in {outputs.ckpt_dir}/")
+    if iteration.speed["cuda_graph_off"]:
+        print(f"CUDA graph: {iteration.speed['cuda_graph_off']}")
 
 
 def budget_reached(state, clock):
@@ -162,9 +166,21 @@ def budget_reached(state, clock):
     return 0 < cfg["max_steps"] <= state.step or 0 < cfg["max_minutes"] <= clock.minutes()
 
 
+def nothing_to_do(state, clock):
+    """What a resumed run that is already at its budget says: which budget, and the flag that extends it."""
+    cfg, run_name = state.cfg, state.cfg["run"]
+    if 0 < cfg["max_steps"] <= state.step:
+        spent, flag = f"--max-steps {cfg['max_steps']}", f"--max-steps {2 * max(state.step, cfg['max_steps'])}"
+    else:
+        spent, flag = f"--max-minutes {cfg['max_minutes']:g}", f"--max-minutes {2 * cfg['max_minutes']:g}"
+    return (f"{run_name} is already at iteration {state.step} ({clock.minutes():.1f} training minutes), the budget "
+            f"of {spent} it was given: nothing to do. To train on, resume with a larger budget, e.g. python "
+            f"train.py --resume auto --run {run_name} {flag}")
+
+
 def write_log_line(state, outputs, clock, bar, world):
     """Average the metrics since the last line (one host sync), append them to metrics.csv, show them."""
-    values = checked_means(world.mean(state.log_window), state.step, outputs.ckpt_dir)
+    values = checked_means(world.mean(state.log_window), state.step, checkpoint_dir(state.cfg["run"]))
     rate = clock.lap()
     if world.main:
         outputs.log.append({"step": state.step, "epoch": state.epoch + 1, **dict(zip(METRICS, values)),
@@ -185,66 +201,60 @@ def checked_means(window, step, ckpt_dir):
     return values
 
 
-FIGURE_SECONDS = 10  # an epoch's grid, loss.png and report.html: at most this often (and at every checkpoint)
-
-
 class Outputs:
-    """A run's folders, its metrics.csv, report.html's environment and, with --fid-every and --tensorboard, its
-    FID meter and TensorBoard log; written by rank 0 alone, in the background writer."""
+    """What rank 0 writes besides checkpoints: its folders, metrics.csv, report.html's environment, the collapse
+    checks and, with --fid-every and --tensorboard, its FID meter and TensorBoard log."""
 
-    def __init__(self, cfg, world, resume_step, data_spread):
+    def __init__(self, cfg, world, state, data):
         self.out_dir, self.ckpt_dir = output_dir(cfg["run"]), checkpoint_dir(cfg["run"])
-        self.log, self.fid_meter, self.tensorboard, self.writer = None, None, None, BackgroundWriter()
-        self.figures = FigureDrawer(in_child=world.device.type == "cuda")
-        self.figures_drawn = -float("inf")  # when the figures were last drawn (time.monotonic)
-        self.collapse_watch, self.warnings = CollapseWatch(data_spread, cfg["loss"]), {}
-        if not world.main:
-            return
+        resume_step = state.step or None  # a resumed run's metrics.csv keeps its lines up to the checkpoint
         write_json(self.out_dir / "config.json", cfg)
         self.log = MetricsLog(self.out_dir / "metrics.csv", resume_step)
         self.env = {**environment(world.device), **({"processes": str(world.size)} if world.size > 1 else {})}
-        if cfg["fid_every"]:
-            self.fid_meter = FidMeter(fid_real_set(cfg), cfg["res"], cfg["fid_n"], world.device, cfg["seed"])
-        if cfg["tensorboard"]:
-            self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", resume_step)
+        self.fid_meter = FidMeter(fid_real_set(cfg), cfg["res"], cfg["fid_n"], world.device, cfg["seed"]) \
+            if cfg["fid_every"] else None
+        self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", resume_step) if cfg["tensorboard"] else None
+        self.collapse_watch, self.warnings = CollapseWatch(data_spread(data.dataset, cfg["seed"]), cfg["loss"]), {}
+        self.figures_drawn = -float("inf")  # when the figures were last drawn (time.monotonic)
 
     def close(self):
-        """The writer's last jobs done (the last checkpoint on disk), then the figures' process stopped."""
-        try:
-            self.writer.close()
-        finally:
-            self.figures.close()
+        if self.tensorboard:
+            self.tensorboard.close()
 
 
-def save(state, outputs, finished_epoch, write_latest):
-    """At an epoch's end or a stop: the grid, the loss plot, FID and epoch_NNN.pt / best.pt when due, and
-    latest.pt when asked. An epoch's end writes latest.pt only when --ckpt-minutes have passed (or at the run's
-    end): on a GPU an epoch can take seconds, and a checkpoint each time would cost more than the training.
-    The grid, the figures and the report are drawn at every save, and at an epoch's end when FIGURE_SECONDS
-    have passed since the last: a GPU's epochs can be shorter than that, and an epoch's end with nothing due
-    costs nothing (no recalibration of G_eval, no render, no wait for the device). What needs the device
-    (G_eval, FID, the grid's pixels, a CPU copy of the state) is done here; the files are written by the
-    background writer while training goes on."""
+def save(state, outputs, epoch_done, write_latest):
+    """Everything a run writes besides its log, in one place, synchronously (the files are on disk when it
+    returns). Called at an epoch's end, when --ckpt-minutes have passed, at the run's end and on a stop:
+    - latest.pt when `write_latest` (every --ckpt-minutes, at the end, on a stop): not at every epoch's end,
+      since on a GPU an epoch can take seconds and a checkpoint each time would cost more than the training;
+    - at an epoch's end, epoch_NNN.pt every --ckpt-every epochs and FID every --fid-every (best.pt when best);
+    - the grid of the fixed noise, loss.png, fid.png and report.html with any checkpoint or FID, and at an
+      epoch's end when FIGURE_SECONDS have passed since they were last drawn. An epoch's end with nothing due
+      returns at once (no recalibration of G_eval, no render, no wait for the device)."""
     cfg, epoch, step = state.cfg, state.epoch, state.step
     names = ["latest.pt"] if write_latest else []
-    if finished_epoch and cfg["ckpt_every"] and epoch % cfg["ckpt_every"] == 0:
+    if epoch_done and cfg["ckpt_every"] and epoch % cfg["ckpt_every"] == 0:
         names.append(f"epoch_{epoch:03d}.pt")
-    fid_due = outputs.fid_meter is not None and finished_epoch and epoch % cfg["fid_every"] == 0
+    fid_due = outputs.fid_meter is not None and epoch_done and epoch % cfg["fid_every"] == 0
     if not (names or fid_due or time.monotonic() - outputs.figures_drawn >= FIGURE_SECONDS):
-        return  # nothing due at this epoch's end: no recalibration, no grid, nothing that waits for the device
+        return
     G_eval = state.eval_generator()
     if fid_due and measure_fid(state, outputs, G_eval):
         names.append("best.pt")
-    checkpoint = cpu_copy(state.state_dict(G_eval)) if names else None
+    grid_name = f"epoch_{epoch:03d}.png" if epoch_done else f"step_{step:06d}.png"
+    checkpoints = "".join(f", {outputs.ckpt_dir}/{name}" for name in names)
+    tqdm.write(f"iteration {step}, epoch {epoch if epoch_done else epoch + 1}: saving "
+               f"{outputs.out_dir}/samples/{grid_name}{checkpoints}")
+    if names:
+        save_checkpoint([outputs.ckpt_dir / name for name in names], state.state_dict(G_eval))
     samples = render(G_eval, state.fixed_noise, state.device)
     watch_collapse(state, outputs, samples)
-    grid_name = f"epoch_{epoch:03d}.png" if finished_epoch else f"step_{step:06d}.png"
-    rows, outputs.figures_drawn = outputs.log.read(), time.monotonic()
-    outputs.writer.submit(write_save, outputs, step, [outputs.ckpt_dir / name for name in names], checkpoint,
-                          grid_image(samples), grid_name, rows, dict(outputs.warnings))
-    checkpoints = "".join(f", {outputs.ckpt_dir}/{name}" for name in names)
-    tqdm.write(f"iteration {step}, epoch {epoch if finished_epoch else epoch + 1}: saving "
-               f"{outputs.out_dir}/samples/{grid_name}{checkpoints}")
+    grid = grid_image(samples)
+    save_png(grid, outputs.out_dir / "samples" / grid_name)
+    if outputs.tensorboard:
+        outputs.tensorboard.grid(step, grid)
+    draw_run_figures(outputs.out_dir, outputs.env, outputs.log.rows, outputs.warnings)
+    outputs.figures_drawn = time.monotonic()
 
 
 def watch_collapse(state, outputs, samples):
@@ -255,17 +265,6 @@ def watch_collapse(state, outputs, samples):
         if kind not in outputs.warnings:
             tqdm.write(f"warning: {kind}: {text}")
     outputs.warnings = found
-
-
-def write_save(outputs, step, paths, checkpoint, grid, grid_name, rows, warnings):
-    """A save's files, in the background writer: the checkpoints first, then the grid and, from metrics.csv's
-    `rows`, the figures and last the report that shows them with the collapse `warnings`."""
-    if checkpoint is not None:
-        save_checkpoint(paths, checkpoint)
-    save_png(grid, outputs.out_dir / "samples" / grid_name)
-    if outputs.tensorboard:
-        outputs.tensorboard.grid(step, grid)
-    outputs.figures.draw(outputs.out_dir, outputs.env, rows, warnings)
 
 
 def measure_fid(state, outputs, G_eval):
@@ -326,8 +325,6 @@ class StopRequest:
 
 
 def farewell(state, outputs, data, stop):
-    if outputs.tensorboard:
-        outputs.tensorboard.close()
     if data.skipped:
         print(f"skipped {data.skipped} images that could not be decoded")
     if stop.requested:

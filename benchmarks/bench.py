@@ -35,11 +35,11 @@ from fakefacegen.data.toyfaces import toyfaces
 from fakefacegen.files import write_json
 from fakefacegen.network import RESOLUTIONS, models_from_config
 from fakefacegen.settings import BATCH_SIZE, DEFAULTS, SEEDS_DCGAN, WIDTH, WORKERS
-from fakefacegen.training.cuda_graphs import WARMUP
+from fakefacegen.training.cuda_graphs import WARMUP, CudaGraphed
 from fakefacegen.training.distributed import Distributed
+from fakefacegen.training.iteration import Iteration
 from fakefacegen.training.speed import describe_speed, native_bf16, speed_settings, use_tf32
 from fakefacegen.training.state import TrainState, make_optimizer
-from fakefacegen.training.step import TrainingStep
 
 CELEBA_IMAGES = 202_599 * 25  # 25 epochs of all of CelebA, for the projection
 BATCHES_PER_EPOCH = 16  # the loaders start a new pass this often, as a run does at each epoch
@@ -172,10 +172,13 @@ class ArrayImages:
 
 
 def fast_runner(cfg, images, device, options, workers=2):
-    """FakeFaceGen's loop as train.py runs it (the same TrainingStep and loaders), with `options` overriding
-    the speed settings; returns (a function that runs one iteration, the speed settings it resolved to)."""
+    """FakeFaceGen's loop as train.py runs it (the same Iteration, graphed where train.py graphs it, and
+    loaders), with `options` overriding the speed settings; returns (a function that runs one iteration, the
+    speed settings it resolved to)."""
     cfg = {**cfg, **options}
-    step = TrainingStep(TrainState(cfg, device), Distributed(str(device)))
+    step = Iteration(TrainState(cfg, device), Distributed(str(device)))
+    if step.speed["cuda_graph"]:
+        step = CudaGraphed(step)
     on_device = cfg["data_on_device"] == "on"
     device_images = torch.from_numpy(images).to(device) if on_device else None
     loader = None if on_device else dataloader.BatchLoader(ArrayImages(images), workers)

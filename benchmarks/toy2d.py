@@ -18,7 +18,7 @@ from tqdm import tqdm
 from fakefacegen.cli import ArgumentParser, UserError, run
 from fakefacegen.reports.plots import save_figure, subplots
 from fakefacegen.training import losses
-from fakefacegen.training.step import d_update
+from fakefacegen.training.iteration import d_update
 
 MODES = 8
 MODE_STD = 0.05

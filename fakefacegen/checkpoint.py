@@ -1,5 +1,6 @@
-"""Checkpoint files: written atomically, read with torch.load(weights_only=True) (data, never code), checked
-before use. What a training checkpoint holds is TrainState.state_dict() (training/state.py, the one layout).
+"""Checkpoint files: written atomically, read with torch.load(weights_only=True) (data, never code), brought to
+today's format (upgraded: the one place that knows older formats), checked before use. What a training
+checkpoint holds is TrainState.state_dict() (training/state.py, the one layout).
 
 load_checkpoint and load_generator also read a generator exported by `generate.py --export` (export.py), as the
 same dict with G_eval and config only, so every tool that samples takes either file.
@@ -20,31 +21,26 @@ from fakefacegen.network import (
     generator_from_config,
 )
 from fakefacegen.settings import check_saved
+from fakefacegen.training.iteration import METRICS
+from fakefacegen.training.state import CHECKPOINT_FORMAT
 
+# The settings format 1 may lack, with the value that means "as before": such a checkpoint resumes and samples
+# as it was trained, whatever today's defaults.
+FORMAT_1_SETTINGS = {"r1": 0.0, "r1_every": 16, "ema_kimg": 0.0, "ema_rampup": 0.05, "lr_schedule": "constant",
+                     "lr_decay_start": 0.5, "mbstd": 0, "label_smooth": 1.0, "tensorboard": False,
+                     "ada_target": 0.0, "ada_kimg": 100.0}
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", EXPORT_SUFFIX)  # the files load_checkpoint reads
 TRAINING_KEYS = ("G", "D", "opt_g", "opt_d", "G_eval", "epoch", "step", "fixed_noise", "rng")  # what resuming needs
 
 
 def save_checkpoint(paths, state):
-    """A state (see cpu_copy) to each of `paths`, atomically. torch.save goes to memory first, so a full disk
+    """A state (TrainState.state_dict()) to each of `paths`, atomically. torch.save goes to memory first, so a full disk
     fails in Python's own write, as one line naming the file, and the last good file stays."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     for path in paths:
         with atomic_path(path) as tmp:
             tmp.write_bytes(buffer.getbuffer())
-
-
-def cpu_copy(value):
-    """A copy of a nest of dicts, lists and tuples whose tensors are copied to the CPU: the state of this
-    moment, to be written in the background while training changes the originals in place."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {key: cpu_copy(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(cpu_copy(item) for item in value)
-    return value
 
 
 def read_tensors(path, device="cpu"):
@@ -73,6 +69,27 @@ def load_checkpoint(path, device="cpu"):
     if not isinstance(ckpt, dict) or not {"G_eval", "config"} <= set(ckpt) or not isinstance(ckpt["config"], dict):
         raise UserError(f"{path} is not a FakeFaceGen checkpoint (no generator and settings inside): pass one "
                         "written by train.py or generate.py --export")
+    return upgraded(ckpt, path)
+
+
+def upgraded(ckpt, path):
+    """A loaded checkpoint in today's format: format 1 converted (the settings it predates as they were, the
+    metrics columns added since as zeros before the iteration count, no adaptive augmentation, no best FID);
+    a newer format refused in one line."""
+    version = ckpt.get("format", 1)
+    if version == CHECKPOINT_FORMAT:
+        return ckpt
+    if version != 1:
+        raise UserError(f"{path} is in checkpoint format {version!r}, which this FakeFaceGen (format "
+                        f"{CHECKPOINT_FORMAT}) does not read: update the repository (git pull), or use a checkpoint "
+                        "written by this version")
+    ckpt = {**ckpt, "config": {**FORMAT_1_SETTINGS, **ckpt["config"]}, "format": CHECKPOINT_FORMAT}
+    window = ckpt.get("log_window")
+    if torch.is_tensor(window) and 0 < len(window) < len(METRICS) + 1:
+        missing = len(METRICS) + 1 - len(window)
+        ckpt["log_window"] = torch.cat([window[:-1], window.new_zeros(missing), window[-1:]])
+    ckpt.setdefault("augment_p", torch.zeros(()))
+    ckpt.setdefault("best_fid", float("inf"))
     return ckpt
 
 

@@ -6,8 +6,7 @@ import errno
 import glob
 import json
 import os
-import queue
-import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from fakefacegen.cli import USER_FIXABLE, UserError
@@ -138,7 +137,7 @@ def exchange(a, b):
 def write_json(path, data):
     """A dict with one top-level key per line (a list: one item per line), each value compact: a config
     reads like a table, and the 200k file names of a dataset.json stay on one line."""
-    if isinstance(data, dict):
+    if isinstance(data, Mapping):
         lines, brackets = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in data.items()], "{}"
     else:
         lines, brackets = [f"  {json.dumps(item)}" for item in data], "[]"
@@ -156,51 +155,3 @@ def save_png(image, path):
     """A PIL image as a PNG, atomically."""
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-
-
-class BackgroundWriter:
-    """Runs writing jobs in one background thread, in the order they come, so that training goes on while a
-    save's files reach the disk, and a file never has two writers. submit() returns at once, unless a job
-    already waits behind the one in flight: then it waits for a place, so at most two saves' data are held. A
-    job that fails raises its error at the next submit() or at close(); each file it writes should be atomic,
-    so a kill mid-job leaves every file whole, old or new."""
-
-    def __init__(self):
-        self.jobs, self.thread, self.error = queue.Queue(maxsize=1), None, None
-
-    def submit(self, job, *args):
-        """Run job(*args) in the background, after the jobs submitted before it."""
-        self.raise_error()
-        if self.thread is None:
-            self.thread = threading.Thread(target=self._work, name="background writer")
-            self.thread.start()  # not a daemon: Python waits for it before exiting
-        self.jobs.put((job, args))
-
-    def _work(self):
-        while True:
-            try:
-                item = self.jobs.get(timeout=1)
-            except queue.Empty:
-                if threading.main_thread().is_alive():
-                    continue
-                return  # the main thread is gone without close(): nothing more can come
-            if item is None:
-                return
-            job, args = item
-            try:
-                job(*args)
-            except BaseException as err:  # handed to the thread that submits, which reports it
-                self.error = self.error or err
-
-    def close(self):
-        """Wait for every job submitted; raise the first error, if one failed."""
-        if self.thread is not None:
-            self.jobs.put(None)
-            self.thread.join()
-            self.thread = None
-        self.raise_error()
-
-    def raise_error(self):
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error

@@ -8,7 +8,7 @@ from pathlib import Path
 from fakefacegen.cli import UserError
 from fakefacegen.data.toyfaces import TOYFACES
 from fakefacegen.files import atomic_path, user_fixable_errors
-from fakefacegen.training.step import METRICS
+from fakefacegen.training.iteration import METRICS
 
 OUTPUTS, CHECKPOINTS = Path("outputs"), Path("checkpoints")
 

@@ -1,13 +1,19 @@
 """Shared test helpers: run a script as a user would, and a tiny trained checkpoint."""
+import contextlib
+import importlib
+import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
 import torch
 
+from fakefacegen import cli
 from fakefacegen.metrics.inception import cache_root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,10 +38,51 @@ class LinearCritic(torch.nn.Module):
         return x.flatten(1) @ self.weight.flatten()
 
 
-def run_script(script, *args, cwd, check=True, timeout=300, env=None):
+def run_script(script, *args, cwd, check=True, timeout=300, env=None, separate=False):
     """Run `python <script> args` in `cwd` (where outputs/ and checkpoints/ land), or `python -m <script>` for a
-    module such as benchmarks.bench (found from the repository's root), in `env` (default: this process's);
-    returns CompletedProcess."""
+    module such as benchmarks.bench; returns a CompletedProcess. The command's main() runs in this process, as
+    its `if __name__ == "__main__"` would run it (exit status, stdout and stderr as a user sees them), which
+    spares the tests a Python start-up per command; `separate` (or an `env`) runs it in a process of its own,
+    with `timeout`, as a user's shell would: each command keeps one such end-to-end test."""
+    if separate or env is not None:
+        return run_separately(script, args, cwd, check, timeout, env)
+    module = importlib.import_module(Path(script).stem if script.endswith(".py") else script)
+    argv = [str(arg) for arg in args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = (os.getcwd(), sys.argv, signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM),
+             torch.get_num_threads())
+    os.chdir(cwd)
+    sys.argv = [script, *argv]  # argparse names the command after it in its one-line errors
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = exit_status(lambda: cli.run(lambda: module.main(argv)))
+    finally:
+        os.chdir(saved[0])
+        sys.argv = saved[1]
+        signal.signal(signal.SIGINT, saved[2])
+        signal.signal(signal.SIGTERM, saved[3])
+        torch.set_num_threads(saved[4])
+    result = subprocess.CompletedProcess([script, *argv], code, stdout.getvalue(), stderr.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"{script} {args} failed ({code}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def exit_status(call):
+    """The exit status a process would end with after call(): 0, SystemExit's code, or 1 with the traceback
+    on stderr for an exception that escaped."""
+    try:
+        call()
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    except Exception:  # noqa: BLE001 - what the interpreter would print before exiting with status 1
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def run_separately(script, args, cwd, check, timeout, env):
+    """`python <script> args` (or `python -m <script>`) in a process of its own."""
     command = [str(REPO / script)] if script.endswith(".py") else ["-m", script]
     env = {**(os.environ if env is None else env), "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, *command, *map(str, args)], cwd=cwd, env=env,
@@ -76,7 +123,7 @@ def feature_cache(tmp_path_factory):
 def tiny_run(tmp_path_factory):
     """A tiny toy-face run trained for 6 iterations: (working dir, checkpoint path)."""
     cwd = tmp_path_factory.mktemp("tiny")
-    run_script("train.py", *TINY, "--max-steps", "6", "--run", "tiny", cwd=cwd)
+    run_script("train.py", *TINY, "--max-steps", "6", "--run", "tiny", cwd=cwd, separate=True)
     return cwd, cwd / "checkpoints" / "tiny" / "latest.pt"
 
 

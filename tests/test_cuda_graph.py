@@ -11,8 +11,8 @@ from fakefacegen.data import dataloader
 from fakefacegen.settings import DEFAULTS
 from fakefacegen.training import cuda_graphs
 from fakefacegen.training.distributed import Distributed
+from fakefacegen.training.iteration import Iteration
 from fakefacegen.training.state import TrainState
-from fakefacegen.training.step import TrainingStep
 
 SMALL = {**DEFAULTS, "res": 32, "ngf": 8, "ndf": 8, "batch_size": 8, "nz": 16, "recal_samples": 16}
 # What makes iterations differ: flips, augmentation (fixed, or adapted on the device: ada), EMA with its ramp-up,
@@ -46,10 +46,11 @@ class RecordNothing:
 
 
 def train(cfg, device, capture=None, iterations=ITERATIONS):
-    """(state, step) after `iterations` iterations on toy faces, eager or through `capture`."""
+    """(state, iteration) after `iterations` iterations on toy faces, eager or graphed through `capture`."""
     state = TrainState(cfg, device)
-    step = TrainingStep(state, Distributed(str(device)), planned_iterations=iterations)
-    step.graph = step.graphed_iteration(capture) if capture is not None else None
+    step = Iteration(state, Distributed(str(device)), planned_iterations=iterations)
+    if capture is not None:
+        step = cuda_graphs.CudaGraphed(step, capture)
     faces = dataloader.ToyFaces(cfg["batch_size"] * cfg["d_steps"] * iterations, cfg["res"], cfg["seed"])
     batches = dataloader.epoch_batches(len(faces), cfg["batch_size"], cfg["seed"], 0)
     for i in range(iterations):
@@ -75,7 +76,7 @@ def test_the_graphs_plumbing_replays_what_the_eager_iteration_computes(name):
     graphed, step = train(cfg, "cpu", capture)
     kinds = 2 if cfg["r1"] else 1
     assert capture.captures == kinds  # one graph per kind, each after its warm-up
-    assert sum(step.graph.eager_runs.values()) == kinds * cuda_graphs.WARMUP
+    assert sum(step.eager_runs.values()) == kinds * cuda_graphs.WARMUP
     for key, value in tensors(eager).items():
         assert torch.equal(value, tensors(graphed)[key]), key
     assert torch.equal(eager.noise_generator.get_state(), graphed.noise_generator.get_state())
@@ -101,7 +102,7 @@ def test_a_failed_capture_trains_on_eagerly_and_says_so_in_one_line(capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if "CUDA graph" in line]
     assert lines == ["CUDA graph: the capture failed (operation not permitted when stream is capturing); "
                      "training goes on without it (--cuda-graph off skips the attempt)"]
-    assert step.graph is None  # dropped: plain eager iterations from then on
+    assert step.failed and not step.replays  # plain eager iterations from then on
     for key, value in tensors(eager).items():
         assert torch.equal(value, tensors(graphed)[key]), key
 
@@ -109,11 +110,10 @@ def test_a_failed_capture_trains_on_eagerly_and_says_so_in_one_line(capsys):
 def test_a_short_batch_runs_eagerly_between_replays():
     """A folder's batch that lost an undecodable image does not fit the static buffers."""
     state = TrainState(SMALL, "cpu")
-    step = TrainingStep(state, Distributed("cpu"))
-    step.graph = step.graphed_iteration(RecordNothing())
+    step = cuda_graphs.CudaGraphed(Iteration(state, Distributed("cpu")), RecordNothing())
     faces = dataloader.ToyFaces(64, 32, 0)
-    assert step.graph.fits([faces[range(8)][0]]) and not step.graph.fits([faces[range(7)][0]])
-    assert step([faces[range(7)][0]]) == 7 and sum(step.graph.eager_runs.values()) == 0
+    assert step.fits([faces[range(8)][0]]) and not step.fits([faces[range(7)][0]])
+    assert step([faces[range(7)][0]]) == 7 and sum(step.eager_runs.values()) == 0
 
 
 @needs_cuda
@@ -125,7 +125,7 @@ def test_the_cuda_graph_iteration_equals_the_eager_one_on_a_gpu(name):
     torch.backends.cudnn.deterministic = True
     eager, _ = train(cfg, torch.device("cuda"))
     graphed, step = train(cfg, torch.device("cuda"), cuda_graphs.capture)
-    assert not step.graph.failed and len(step.graph.replays) == (2 if cfg["r1"] else 1)
+    assert not step.failed and len(step.replays) == (2 if cfg["r1"] else 1)
     for key, value in tensors(eager).items():
         assert torch.allclose(value.float(), tensors(graphed)[key].float(), rtol=1e-3, atol=1e-4), key
     assert torch.equal(eager.noise_generator.get_state(), graphed.noise_generator.get_state())
@@ -144,7 +144,7 @@ def test_a_capture_that_fails_on_a_gpu_leaves_a_run_that_trains_on(capsys):
     torch.backends.cudnn.deterministic = True
     eager, _ = train(SMALL, torch.device("cuda"))
     graphed, step = train(SMALL, torch.device("cuda"), capture_with_a_sync)
-    assert step.graph is None and "CUDA graph: the capture failed" in capsys.readouterr().out
+    assert step.failed and "CUDA graph: the capture failed" in capsys.readouterr().out
     assert torch.cuda.current_stream() == torch.cuda.default_stream()
     for key, value in tensors(eager).items():
         assert torch.allclose(value.float(), tensors(graphed)[key].float(), rtol=1e-3, atol=1e-4), key

@@ -59,7 +59,8 @@ def test_model_input_scaling_and_flip():
 
 def test_dataloader_command_shows_the_first_batch_as_d_sees_it(tmp_path):
     result = run_script("dataloader.py", "--res", "32", "--toy-size", "200", "--batch-size", "16", "--flip",
-                        "--diffaug", "cutout", "--batches", "3", "--device", "cpu", "--out", "b.png", cwd=tmp_path)
+                        "--diffaug", "cutout", "--batches", "3", "--device", "cpu", "--out", "b.png", cwd=tmp_path,
+                        separate=True)
     assert "200 images, batches of 16" in result.stdout and "over 3 batches" in result.stdout
     grid = np.asarray(Image.open(tmp_path / "b.png"))
     assert grid.shape == (4 * 34 + 2, 4 * 34 + 2, 3)  # 16 faces of 32 px, 4 x 4 with 2 px gaps

@@ -266,7 +266,7 @@ def test_checkpoint_equals_its_saved_pngs(tiny_run, inception, tmp_path):
     expected = fid_of_generator(G.eval(), real, n=6, seed=3, device="cpu", batch_size=4, inception=inception,
                                     progress=False)
     result = run_script("evaluate_fid.py", "--ckpt", ckpt, "--real", tmp_path / "real.npz", "--n", "6", "--seed", "3",
-                        "--device", "cpu", "--json", tmp_path / "r.json", cwd=cwd)
+                        "--device", "cpu", "--json", tmp_path / "r.json", cwd=cwd, separate=True)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["fid"] == pytest.approx(expected, rel=1e-6) and report["kid"] is None
     assert report["fake"] == {"source": str(ckpt), "kind": "checkpoint", "n": 6, "res": 32, "cached": None}

@@ -25,7 +25,7 @@ def test_the_same_seed_gives_the_same_face_whatever_n(tiny_run):
 
 def test_grid_fixed_noise_and_interpolation(tiny_run):
     cwd, ckpt = tiny_run
-    result = run_script("generate.py", "--ckpt", ckpt, cwd=cwd)
+    result = run_script("generate.py", "--ckpt", ckpt, cwd=cwd, separate=True)
     grid = cwd / "outputs" / "tiny" / "generated" / "seed0_n64.png"
     assert str(grid) in result.stdout or "seed0_n64.png" in result.stdout
     assert Image.open(grid).size == (8 * 34 + 2, 8 * 34 + 2)  # 8x8 faces of 32 px with 2 px gaps

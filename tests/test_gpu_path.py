@@ -1,11 +1,8 @@
 """The GPU path's fixes, each where a CPU can show it, and beside them what only a GPU can show (skipped here):
 the optimiser state's layout after a resume with another --channels-last, the EMA of G in G's layout, the
 current device set for cuda:N, plain eager iterations after a failed capture, an epoch's end with nothing due,
-a background writer that does not wait, figures drawn outside the training process, DiffAugment's draws in
-float32, the bench's timed window free of /proc reads, and the one-command GPU check."""
+DiffAugment's draws in float32, the bench's timed window free of /proc reads, and the one-command GPU check."""
 import json
-import os
-import threading
 import time
 from pathlib import Path
 
@@ -16,24 +13,25 @@ from conftest import TINY, run_script
 import train
 from benchmarks import bench
 from fakefacegen.data import dataloader
-from fakefacegen.files import BackgroundWriter
-from fakefacegen.reports.report import FigureDrawer
 from fakefacegen.settings import DEFAULTS
 from fakefacegen.training import cuda_graphs, diffaug, distributed
 from fakefacegen.training.distributed import Distributed
+from fakefacegen.training.iteration import Iteration
 from fakefacegen.training.speed import speed_settings
 from fakefacegen.training.state import TrainState
-from fakefacegen.training.step import TrainingStep
 
 SMALL = {**DEFAULTS, "res": 32, "ngf": 8, "ndf": 8, "batch_size": 8, "nz": 16, "recal_samples": 16}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 needs_two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 
 
-def trained(cfg, device="cpu", iterations=3, state=None):
-    """(state, step) after `iterations` iterations on toy faces (a given state goes on from where it is)."""
+def trained(cfg, device="cpu", iterations=3, state=None, capture=None):
+    """(state, iteration) after `iterations` iterations on toy faces (a given state goes on from where it is),
+    graphed as train.py graphs it where the speed settings say so, recorded by `capture` when given."""
     state = state or TrainState(cfg, device)
-    step = TrainingStep(state, Distributed(str(device)), planned_iterations=iterations)
+    step = Iteration(state, Distributed(str(device)), planned_iterations=iterations)
+    if step.speed["cuda_graph"] or capture is not None:
+        step = cuda_graphs.CudaGraphed(step, capture or cuda_graphs.capture)
     faces = dataloader.ToyFaces(cfg["batch_size"] * iterations, cfg["res"], cfg["seed"])
     for rows in dataloader.epoch_batches(len(faces), cfg["batch_size"], cfg["seed"], 0)[:iterations]:
         step([faces[rows.tolist()][0].to(device)])
@@ -57,7 +55,7 @@ def test_a_resume_with_another_channels_last_puts_the_optimiser_state_in_the_par
     saved = state.state_dict()
     resumed = TrainState({**SMALL, "channels_last": after}, "cpu")
     resumed.load_state_dict(saved)  # its state in the layout of the run that wrote it
-    TrainingStep(resumed, Distributed("cpu"))
+    Iteration(resumed, Distributed("cpu"))
     assert layouts_match(resumed)
     conv = resumed.D.main[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last if after == "on" else torch.contiguous_format)
@@ -109,12 +107,11 @@ def test_a_failed_capture_leaves_plain_eager_iterations():
 
     cfg = {**SMALL, "cuda_graph": "auto"}
     state = TrainState(cfg, "cpu")
-    step = TrainingStep(state, Distributed("cpu"))
-    step.graph = step.graphed_iteration(failing_capture)
+    step = cuda_graphs.CudaGraphed(Iteration(state, Distributed("cpu")), failing_capture)
     faces = dataloader.ToyFaces(64, 32, 0)
     for i in range(cuda_graphs.WARMUP + 2):
         step([faces[list(range(8 * i, 8 * i + 8))][0]])
-    assert step.graph is None
+    assert step.failed and not step.replays and step.inputs.numel() == 0
     assert step.speed == {**speed_settings({**cfg, "cuda_graph": "off"}, torch.device("cpu")),
                           "cuda_graph_off": "the capture failed"}
 
@@ -140,34 +137,6 @@ def test_an_epochs_index_is_one_tensor():
     assert all(torch.equal(rows, images[b]) for rows, b in zip(drawn, batches))
 
 
-# ---------------------------------------------------------------------------------------------- 5: stalls
-
-def test_the_background_writer_takes_a_job_without_waiting_for_the_one_in_flight():
-    writer, release, done = BackgroundWriter(), threading.Event(), []
-    writer.submit(lambda: release.wait(30) and done.append(1))
-    submitted = threading.Event()
-    threading.Thread(target=lambda: (writer.submit(done.append, 2), submitted.set()), daemon=True).start()
-    returned = submitted.wait(5)
-    release.set()
-    assert returned, "submit() waited for the job in flight"
-    writer.close()
-    assert done == [1, 2]  # in order, each once
-
-
-def test_figures_are_drawn_in_a_child_process_on_request(tmp_path):
-    rows = [{"step": "10", "epoch": "1", "loss_d": "1.0", "loss_g": "2.0", "d_real": "0.6", "d_fake": "0.4",
-             "real_sign": "0.1", "augment_p": "0", "images_per_s": "100", "elapsed_s": "1.0", "fid": ""}]
-    (tmp_path / "samples").mkdir()
-    env = {"device": "test"}
-    child = FigureDrawer(in_child=True)
-    try:
-        assert child.draw(tmp_path, env, rows, {}) != os.getpid()
-    finally:
-        child.close()
-    assert (tmp_path / "loss.png").is_file() and (tmp_path / "report.html").is_file()
-    assert FigureDrawer(in_child=False).draw(tmp_path, env, rows, {}) == os.getpid()
-
-
 # ---------------------------------------------------------------------------------------------- 6: draws in fp32
 
 @pytest.mark.parametrize("transform", ["translation", "cutout"])
@@ -188,20 +157,17 @@ def test_the_graphs_of_one_run_share_one_memory_pool():
         return cuda_graphs.capture(run, generators, optimizers, pool)
 
     cfg = {**SMALL, "r1": 0.5, "r1_every": 2}  # two kinds of iteration: two graphs
-    state = TrainState(cfg, "cuda")
-    step = TrainingStep(state, Distributed("cuda"))
-    step.graph = step.graphed_iteration(recording_capture)
-    trained(cfg, "cuda", iterations=2 * cuda_graphs.WARMUP + 4, state=state)
+    trained(cfg, "cuda", iterations=2 * cuda_graphs.WARMUP + 4, capture=recording_capture)
     assert len(pools) == 2 and pools[0] is not None and pools[0] == pools[1]
 
 
 @needs_cuda
 def test_a_tensor_learning_rate_under_a_real_capture_follows_the_schedule():
-    cfg = {**SMALL, "lr_schedule": "linear", "lr_decay_start": 0.0}
+    cfg = {**SMALL, "lr_schedule": "linear", "lr_decay_start": 0.0, "amp": "off"}  # fp32 both: comparable
     iterations = 12
     graphed, step = trained({**cfg, "cuda_graph": "on"}, "cuda", iterations)
     eager, _ = trained({**cfg, "cuda_graph": "off"}, "cuda", iterations)
-    assert step.graph is not None and step.graph.replays
+    assert isinstance(step, cuda_graphs.CudaGraphed) and step.replays
     lr = graphed.opt_g.param_groups[0]["lr"]
     assert torch.is_tensor(lr) and lr.item() == pytest.approx(cfg["lr_g"] * 1 / iterations)
     for a, b in zip(graphed.G.parameters(), eager.G.parameters()):

@@ -269,7 +269,7 @@ def test_project_command_writes_code_strip_and_distances_and_edit_takes_the_code
     Image.fromarray(toyfaces([999_999], 100, 0)[0][0]).save(photo)
     out = tmp_path / "latent"
     result = run_script("latent.py", "project", "--ckpt", ckpt, "--image", photo, "--steps", "30", "--starts", "2",
-                        "--out-dir", out, "--device", "cpu", cwd=cwd)
+                        "--out-dir", out, "--device", "cpu", cwd=cwd, separate=True)
     assert "pixel RMSE" in result.stdout and "crop center" in result.stdout
     code_path = out / "projected" / "my_face.npy"
     code = np.load(code_path)

@@ -11,8 +11,8 @@ from fakefacegen.network import Discriminator, MinibatchStdDev, init_dcgan
 from fakefacegen.runs import read_metrics
 from fakefacegen.settings import DEFAULTS
 from fakefacegen.training import diffaug, losses
+from fakefacegen.training.iteration import d_update, ema_decay, lr_factor
 from fakefacegen.training.state import make_optimizer
-from fakefacegen.training.step import d_update, ema_decay, lr_factor
 
 
 def test_r1_is_the_squared_gradient_norm_at_real_images():

@@ -2,10 +2,18 @@ import pytest
 import torch
 from conftest import run_script
 
-from fakefacegen.network import RESOLUTIONS, Discriminator, Generator, init_dcgan, models_from_config
+import network
+from fakefacegen.network import (
+    RESOLUTIONS,
+    Discriminator,
+    Generator,
+    generator_from_config,
+    init_dcgan,
+    models_from_config,
+)
 from fakefacegen.settings import DEFAULTS
+from fakefacegen.training.iteration import METRICS, train_iteration
 from fakefacegen.training.state import make_optimizer
-from fakefacegen.training.step import METRICS, train_iteration
 
 
 @pytest.mark.parametrize("res", RESOLUTIONS)
@@ -71,8 +79,16 @@ def test_one_iteration_changes_both_nets(optim):
 
 
 def test_network_command_prints_every_layer_and_the_parameter_counts(tmp_path):
-    out = run_script("network.py", "--res", "96", "--ngf", "16", "--ndf", "8", "--mbstd", "4", cwd=tmp_path).stdout
+    out = run_script("network.py", "--res", "96", "--ngf", "16", "--ndf", "8", "--mbstd", "4", cwd=tmp_path,
+                     separate=True).stdout
     G, D = models_from_config({**DEFAULTS, "res": 96, "ngf": 16, "ndf": 8, "mbstd": 4}, "cpu")
     assert f"G (96 px, nz 100, ngf 16, relu): {sum(p.numel() for p in G.parameters()):,} parameters" in out
     assert f"{sum(p.numel() for p in D.parameters()):,} parameters" in out
     assert "16 x 48 x 48" in out and "3 x 96 x 96" in out and "MinibatchStdDev" in out  # last G block, D's mbstd
+
+
+def test_the_networks_are_importable_from_network_py():
+    """As in any classic training-script repo: `from network import Generator, Discriminator`."""
+    G = network.Generator(32, nz=16, ngf=8)
+    assert G(torch.randn(2, 16)).shape == (2, 3, 32, 32)
+    assert network.Discriminator is Discriminator and network.generator_from_config is generator_from_config

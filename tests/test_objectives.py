@@ -17,8 +17,8 @@ import train
 from fakefacegen.network import Discriminator, Generator, init_dcgan
 from fakefacegen.settings import DEFAULTS
 from fakefacegen.training import diffaug, losses
+from fakefacegen.training.iteration import train_iteration, update_ema
 from fakefacegen.training.state import make_optimizer
-from fakefacegen.training.step import train_iteration, update_ema
 
 
 def test_gradient_penalty_matches_the_hand_computed_value():
@@ -110,7 +110,8 @@ def test_wgan_gp_with_batchnorm_is_refused(tmp_path):
 
 def test_compare_draws_every_config_on_one_figure(tmp_path):
     configs = [str(REPO / "configs" / "ablation" / name) for name in ("adam_dcgan_init.toml", "sgd.toml")]
-    result = run_script("compare.py", *configs, "--steps", "3", "--out", "cmp", "--", *TINY, cwd=tmp_path)
+    result = run_script("compare.py", *configs, "--steps", "3", "--out", "cmp", "--", *TINY, cwd=tmp_path,
+                        separate=True)
     table = (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
     assert [line.split(" | ")[0] for line in table[2:]] == ["| compare-adam_dcgan_init", "| compare-sgd"]
     assert all(line.split(" | ")[1] == "3" for line in table[2:])  # the same budget for each

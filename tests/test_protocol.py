@@ -105,7 +105,7 @@ def test_the_protocol_script_refuses_to_evaluate_against_images_it_trained_on(sh
     config = str(REPO / "configs" / "dcgan_celeba64.toml")
     args = [config, "--shared", shared, "--images", "8", "--seeds", "0", "--device", "cpu"]
     full = run_script("protocol.py", *args, "--", "--data", shared / "data" / "celeba_sample", cwd=tmp_path,
-                      check=False)
+                      check=False, separate=True)
     assert_one_line_error(full, "held-out reference photos", "000001.jpg")
     assert not (tmp_path / "checkpoints").exists()  # refused before any training
     # A run of that name that trained on them before would be resumed: refused too, whatever --data is now.

@@ -14,9 +14,9 @@ from fakefacegen.cli import UserError
 from fakefacegen.data import dataloader
 from fakefacegen.network import models_from_config
 from fakefacegen.settings import DEFAULTS
+from fakefacegen.training.iteration import d_update, train_iteration
 from fakefacegen.training.speed import native_bf16, speed_settings
 from fakefacegen.training.state import make_optimizer
-from fakefacegen.training.step import d_update, train_iteration
 
 
 def losses_of(path):

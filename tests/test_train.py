@@ -13,18 +13,18 @@ import torch
 from conftest import REPO, TINY, assert_one_line_error, run_script
 
 import train
-from fakefacegen.checkpoint import cpu_copy, discriminator_from_state, save_checkpoint
+from fakefacegen.checkpoint import CHECKPOINT_FORMAT, discriminator_from_state, load_checkpoint, save_checkpoint
 from fakefacegen.cli import UserError
-from fakefacegen.files import BackgroundWriter
 from fakefacegen.metrics.inception import load_inception
 from fakefacegen.network import Generator, MinibatchStdDev, init_dcgan
-from fakefacegen.reports.report import FigureDrawer
 from fakefacegen.runs import MetricsLog
 from fakefacegen.sampling import recalibrated_copy
 from fakefacegen.settings import (
     DEFAULTS,
     SEEDS_DCGAN,
+    SETTINGS,
     build_parser,
+    flag_table,
     parse_settings,
     settings_from_checkpoint,
     shown_default,
@@ -190,39 +190,17 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
     assert not [p.name for p in latest.parent.iterdir() if p.name.startswith(".")]
 
 
-def test_checkpoint_writer_saves_the_state_of_the_moment_and_reports_errors(tmp_path):
-    """The save copies the state when asked (cpu_copy): changes made while the background writer writes are not
-    in the file; a failed write is raised at the next save or at close(), and a file is never half written."""
-    weights = torch.zeros(1_000_000)
-    writer = BackgroundWriter()
-    snapshot = cpu_copy({"w": weights, "nested": [{"x": weights[:3]}], "step": 1})
-    writer.submit(save_checkpoint, [tmp_path / "a.pt", tmp_path / "b.pt"], snapshot)
-    weights.add_(1)  # training goes on in place while the file is written
-    writer.close()
-    for name in ("a.pt", "b.pt"):
-        saved = load(tmp_path / name)
-        assert saved["step"] == 1 and saved["w"].abs().max() == 0 and saved["nested"][0]["x"].tolist() == [0, 0, 0]
-    (tmp_path / "file").write_text("not a folder")
-    writer.submit(save_checkpoint, [tmp_path / "file" / "c.pt"], cpu_copy({"w": weights}))
-    with pytest.raises(UserError, match="File exists"):  # a file where the folder should be: the user's to fix
-        writer.close()
-    writer.close()  # the error is reported once
-    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
-
-
 WRITE_FOREVER = """
 import sys, torch
-from fakefacegen.checkpoint import cpu_copy, discriminator_from_state, save_checkpoint
-from fakefacegen.files import BackgroundWriter
-writer = BackgroundWriter()
+from fakefacegen.checkpoint import save_checkpoint
 for i in range(100_000):
-    writer.submit(save_checkpoint, [sys.argv[1]], cpu_copy({"w": torch.full((4_000_000,), float(i)), "i": i}))
+    save_checkpoint([sys.argv[1]], {"w": torch.full((4_000_000,), float(i)), "i": i})
 """
 
 
 @pytest.mark.parametrize("delay", [0.3, 0.55, 0.8])
-def test_kill_9_during_a_background_write_leaves_the_last_whole_checkpoint(tmp_path, delay):
-    """A process that rewrites a 16 MB checkpoint back to back in the background writer, killed with SIGKILL:
+def test_kill_9_during_a_write_leaves_the_last_whole_checkpoint(tmp_path, delay):
+    """A process that rewrites a 16 MB checkpoint back to back, killed with SIGKILL:
     the file is always a whole checkpoint (old or new), and the temporary the kill left is removed by the next
     write of the same name."""
     path = tmp_path / "latest.pt"
@@ -274,11 +252,11 @@ def test_a_stop_during_an_epochs_save_still_writes_latest(tmp_path, monkeypatch)
     """SIGTERM while an epoch's grid is being saved (latest.pt not due then): the run stops with latest.pt."""
     saves = []
 
-    def save_and_get_stopped(state, outputs, finished_epoch, write_latest):
+    def save_and_get_stopped(state, outputs, epoch_done, write_latest):
         saves.append(write_latest)
         if len(saves) == 1:
             os.kill(os.getpid(), signal.SIGTERM)  # lands inside the save, as a slow grid would let it
-        original_save(state, outputs, finished_epoch, write_latest)
+        original_save(state, outputs, epoch_done, write_latest)
 
     original_save = train.save
     monkeypatch.setattr(train, "save", save_and_get_stopped)
@@ -300,7 +278,7 @@ def test_grids_and_figures_are_drawn_at_most_every_figure_seconds_and_at_the_end
     draws), and always with a checkpoint (latest.pt at the end)."""
     plotted = []
     monkeypatch.setattr(train, "FIGURE_SECONDS", seconds)
-    monkeypatch.setattr(FigureDrawer, "draw", lambda self, out_dir, env, rows, warnings:
+    monkeypatch.setattr(train, "draw_run_figures", lambda out_dir, env, rows, warnings:
                         plotted.append(int(rows[-1]["epoch"])))
     monkeypatch.chdir(tmp_path)
     train.main([*TINY, "--toy-size", "32", "--epochs", "6", "--ckpt-every", "0", "--run", "f"])
@@ -319,6 +297,7 @@ def test_a_checkpoint_from_before_the_augmentation_metrics_resumes(tmp_path):
     ckpt["log_window"] = torch.cat([window[:4], window[-1:]])
     del ckpt["augment_p"]
     ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in ("ada_target", "ada_kimg")}
+    del ckpt["format"]  # format 1: written before checkpoint formats were numbered
     save_checkpoint([path], ckpt)
     run_script("train.py", *TINY, "--max-steps", "4", "--log-every", "2", "--run", "old", "--resume", "auto",
                cwd=tmp_path)
@@ -334,12 +313,15 @@ def test_a_checkpoint_from_before_the_default_recipe_resumes_as_it_was_trained(t
     path = tmp_path / "checkpoints" / "old" / "latest.pt"
     ckpt = load(path)
     ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in ("mbstd", "ema_kimg", "ema_rampup")}
+    del ckpt["format"]
     save_checkpoint([path], ckpt)
     run_script("train.py", *TINY, "--max-steps", "3", "--run", "old", "--resume", "auto", cwd=tmp_path)
     resumed = load(path)
     assert resumed["step"] == 3 and (resumed["config"]["mbstd"], resumed["config"]["ema_kimg"]) == (0, 0.0)
-    assert "G_ema" not in resumed  # no EMA of G appeared on resume
-    D = discriminator_from_state(ckpt, path)  # as latent.py project reads it: the D it was trained with
+    assert "G_ema" not in resumed and resumed["format"] == CHECKPOINT_FORMAT  # no EMA of G appeared on resume
+    old = tmp_path / "old.pt"
+    save_checkpoint([old], ckpt)
+    D = discriminator_from_state(load_checkpoint(old), old)  # as latent.py project reads it: the D it was trained with
     assert not any(isinstance(layer, MinibatchStdDev) for layer in D.modules())
 
 
@@ -362,12 +344,57 @@ def test_the_default_recipe_asked_for_with_what_it_cannot_go_with_is_refused():
 
 
 def test_every_help_states_the_default_of_the_one_table():
-    """--help takes each default from settings.DEFAULTS, so a changed default cannot leave a stale help."""
+    """--help takes each default from settings.SETTINGS, so a changed default cannot leave a stale help."""
     checked = 0
     for action in build_parser("")._actions:
         if DEFAULTS.get(action.dest) not in (None, ""):
             default = shown_default(DEFAULTS[action.dest])
-            assert action.help.endswith((f"(default {default})", f"; default {default})")), action.help
+            assert action.help.endswith(f" (default {default})"), action.help
             assert "(default" not in action.help[:-len(default) - 12], action.help  # said once, at the end
             checked += 1
-    assert checked >= 40
+    assert checked == len([key for key, value in DEFAULTS.items() if value not in (None, "")]) >= 50
+
+
+def test_every_setting_is_declared_once_and_is_a_flag_in_the_docs_table():
+    """One table: every key is one flag of train.py, and docs/training.md's table is the one made from it."""
+    names = [s.name for settings in SETTINGS.values() for s in settings]
+    assert len(names) == len(set(names)) == len(DEFAULTS)
+    flags = {action.dest for action in build_parser("")._actions} - {"help"}
+    assert flags == set(names)
+    docs = (REPO / "docs" / "training.md").read_text()
+    assert flag_table() in docs, ("docs/training.md's flag table differs from the settings: paste "
+                                  "`python -c 'from fakefacegen.settings import flag_table; print(flag_table())'`")
+
+
+def test_a_runs_settings_are_read_only():
+    cfg, _ = parse_settings([], "")
+    with pytest.raises(TypeError):
+        cfg["lr_g"] = 1.0
+    state = TrainState({**DEFAULTS, "res": 32, "ngf": 8, "ndf": 8}, "cpu")
+    with pytest.raises(TypeError):
+        state.cfg["batch_size"] = 1
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_in_one_line(tmp_path):
+    state = TrainState({**DEFAULTS, "res": 32, "ngf": 8, "ndf": 8, "recal_samples": 8}, "cpu")
+    path = tmp_path / "new.pt"
+    save_checkpoint([path], {**state.state_dict(), "format": CHECKPOINT_FORMAT + 1})
+    with pytest.raises(UserError, match=f"format {CHECKPOINT_FORMAT + 1}.*git pull"):
+        load_checkpoint(path)
+
+
+def test_a_run_at_its_budget_says_how_to_extend_it_and_then_continues_exactly(tmp_path):
+    """A capped run resumed with the same cap names the budget and the flag; resumed with a larger one it goes
+    on exactly as a run that was given the larger budget from the start."""
+    run_script("train.py", *TINY, "--max-steps", "10", "--run", "whole", cwd=tmp_path)
+    run_script("train.py", *TINY, "--max-steps", "5", "--run", "capped", cwd=tmp_path)
+    again = run_script("train.py", *TINY, "--resume", "auto", "--run", "capped", cwd=tmp_path)
+    assert "the budget of --max-steps 5 it was given" in again.stdout
+    assert "python train.py --resume auto --run capped --max-steps 10" in again.stdout
+    run_script("train.py", *TINY, "--resume", "auto", "--run", "capped", "--max-steps", "10", cwd=tmp_path)
+    whole, capped = (load(tmp_path / "checkpoints" / run / "latest.pt") for run in ("whole", "capped"))
+    assert capped["step"] == whole["step"] == 10
+    for name, tensor in whole["G"].items():
+        assert torch.equal(tensor, capped["G"][name]), name
+    assert read_metrics(tmp_path / "outputs" / "capped" / "metrics.csv") == \
+        read_metrics(tmp_path / "outputs" / "whole" / "metrics.csv")

@@ -4,13 +4,10 @@ outputs/<run>/ beside what it shows and names those files by relative path, so i
 its folder, with no script or style from the network."""
 import html
 import json
-import multiprocessing
 import os
 import platform
 import re
 import string
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -202,41 +199,8 @@ def table(pairs):
 
 
 def draw_run_figures(out_dir, env, rows, warnings):
-    """loss.png, fid.png (once FID was measured) and report.html of a run, from its metrics.csv rows; returns
-    the id of the process that drew them."""
+    """loss.png, fid.png (once FID was measured) and report.html of a run, from its metrics.csv rows."""
     plot_losses(rows, Path(out_dir) / "loss.png")
     if any(row["fid"] for row in rows):
         plot_fid(rows, Path(out_dir) / "fid.png")
     write_report(Path(out_dir), env, rows, warnings)
-    return os.getpid()
-
-
-class FigureDrawer:
-    """Draws a run's figures (draw_run_figures), in a child process when asked: matplotlib holds the GIL while
-    it draws, which stalls a GPU's training loop, whose Python thread launches work every few milliseconds (on
-    a CPU the loop's time is in kernels that let go of the GIL, and drawing stays in the calling thread). The
-    child is spawned on first use (a fork of a process using CUDA is unsafe) and kept for the run; if it
-    cannot start or dies, drawing goes on in the calling thread."""
-
-    def __init__(self, in_child):
-        self.in_child, self.pool = in_child, None
-
-    def draw(self, out_dir, env, rows, warnings):
-        """Draw now (the caller waits, without the GIL while a child draws); returns the drawing process's id."""
-        if self.in_child and self.pool is None:
-            try:
-                self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            except (OSError, ValueError, NotImplementedError):
-                self.in_child = False
-        if self.pool is not None:
-            try:
-                return self.pool.submit(draw_run_figures, out_dir, env, rows, warnings).result()
-            except BrokenProcessPool:
-                self.close()
-                self.in_child = False
-        return draw_run_figures(out_dir, env, rows, warnings)
-
-    def close(self):
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-            self.pool = None

@@ -4,7 +4,7 @@ A 64 px DCGAN iteration at batch 128 launches about a thousand small kernels, an
 them takes longer than running them. A CUDA graph records the launches once and replays them all with one.
 A replay reads and writes the very memory the capture saw, so everything that changes from one iteration
 to the next must sit in tensors the graph knows: the batches are copied into static buffers before each
-replay, and what the caller varies (learning rates, the EMA's weight) it keeps in device tensors. Random
+replay, and the iteration's schedule (learning rates, the EMA's weight) into device tensors. Random
 draws come from generators registered with the graph: each replay draws from the generator's state at that
 moment and moves it on by what the iteration used, as an eager iteration would, so a seed gives the same
 noise, flips and augmentations with or without the graph, and checkpoints save the generator as before.
@@ -72,42 +72,60 @@ def capturable(optimizers):
             group["capturable"] = False
 
 
-class GraphedIteration:
-    """Runs `iteration(batches)` over static uint8 buffers: eagerly for the first WARMUP iterations of each
-    kind, then as a replay of the graph recorded at the next one. A kind names what changes the iteration's
-    kernels (which D updates carry lazy R1): each kind has its own graph. If a capture fails, every
-    iteration from then on runs eagerly (the graphs recorded before are dropped), and one line says why."""
+class CudaGraphed:
+    """An Iteration (iteration.py) replayed as CUDA graphs: called as the iteration is, with d_steps uint8
+    batches. The batches are copied into static buffers, the schedule's values (learning rates, the EMA's
+    weight) into 0-dim device tensors that the recorded iteration reads (fused Adam takes a tensor learning
+    rate), and the iteration runs eagerly for the first WARMUP iterations of each kind, then as a replay of the
+    graph recorded at the next one. A kind names what changes the iteration's kernels (which D updates carry
+    lazy R1): each kind has its own graph. Batches that do not fill the buffers (a folder's batch that lost an
+    undecodable image) run eagerly. If a capture fails, every iteration from then on runs eagerly (the graphs
+    recorded before are dropped), and one line says why. The iteration holds nothing of this wrapper."""
 
-    def __init__(self, iteration, batches_shape, device, generators, optimizers, capture=capture, warmup=WARMUP):
-        """batches_shape: (D updates per iteration, batch, H, W, 3); capture: how an iteration is recorded
-        (the tests pass one that works on a CPU)."""
-        self.iteration, self.generators, self.optimizers = iteration, generators, optimizers
-        self.inputs = torch.empty(batches_shape, dtype=torch.uint8, device=device)
-        self.capture, self.warmup = capture, warmup
+    def __init__(self, iteration, capture=capture, warmup=WARMUP):
+        """capture: how an iteration is recorded (the tests pass one that works on a CPU)."""
+        state, cfg = iteration.state, iteration.cfg
+        self.iteration, self.capture, self.warmup = iteration, capture, warmup
+        self.generators, self.optimizers = [state.noise_generator], [state.opt_g, state.opt_d]
+        shape = (cfg["d_steps"], cfg["batch_size"] // iteration.world.size, cfg["res"], cfg["res"], 3)
+        self.inputs = torch.empty(shape, dtype=torch.uint8, device=iteration.device)
+        lr_g, lr_d, ema_weight = iteration.schedule()
+        self.values = [None if value is None else torch.tensor(float(value), device=iteration.device)
+                       for value in (lr_g, lr_d, ema_weight)]
         self.replays, self.eager_runs, self.failed = {}, collections.Counter(), False
-        self.side_stream = torch.cuda.Stream(device) if self.inputs.is_cuda else None
+        self.side_stream = torch.cuda.Stream(iteration.device) if self.inputs.is_cuda else None
         # One memory pool for every kind's graph: a pool per graph would hold each one's activations apart.
         self.pool = torch.cuda.graph_pool_handle() if self.inputs.is_cuda else None
 
+    @property
+    def speed(self):
+        return self.iteration.speed
+
     def fits(self, batches):
-        """Whether these batches fill the buffers exactly (a folder's batch that lost an undecodable image
-        does not, and runs eagerly)."""
         return len(batches) == len(self.inputs) and all(b.shape == self.inputs.shape[1:] for b in batches)
 
-    def __call__(self, batches, kind=()):
+    def __call__(self, batches):
+        if self.failed or not self.fits(batches):
+            return self.iteration(batches)
         for buffer, batch in zip(self.inputs, batches):
             buffer.copy_(batch, non_blocking=True)
-        if kind not in self.replays and not self.failed and self.eager_runs[kind] >= self.warmup:
-            self.replays[kind] = self.record()
-        replay = self.replays.get(kind)
-        if replay is not None:
-            replay()
-        else:
+        for held, value in zip(self.values, self.iteration.schedule()):
+            if held is not None:
+                held.fill_(value)
+        kind = self.iteration.kind()
+        if kind not in self.replays and self.eager_runs[kind] >= self.warmup:
+            self.record(kind)
+        if kind in self.replays:
+            self.replays[kind]()
+        elif not self.failed:
             self.eager_runs[kind] += 1
             self.run_eagerly()
+        else:  # the capture just failed: this iteration runs as every later one will
+            return self.iteration(batches)
+        return sum(len(images) for images in batches) * self.iteration.world.size
 
     def run(self):
-        self.iteration(list(self.inputs))
+        self.iteration.run(list(self.inputs), *self.values)
 
     def run_eagerly(self):
         """On a side stream on CUDA, as PyTorch asks of the iterations before a capture."""
@@ -119,15 +137,23 @@ class GraphedIteration:
             self.run()
         main.wait_stream(self.side_stream)
 
-    def record(self):
-        """The replay of a new capture, or None (and eager iterations from now on) if it failed."""
+    def record(self, kind):
+        """A new capture for this kind of iteration; if it fails, eager iterations from now on."""
         try:
-            return self.capture(self.run, self.generators, self.optimizers, self.pool)
+            self.replays[kind] = self.capture(self.run, self.generators, self.optimizers, self.pool)
         except Exception as err:  # any failure to record means: train on without the graph
-            self.failed, self.replays = True, {}
-            if self.inputs.is_cuda:
+            self.failed, self.replays, self.inputs, self.side_stream = True, {}, self.inputs[:0], None
+            if self.iteration.device.type == "cuda":
                 release(self.generators)
+            self.restore_learning_rates()
+            self.iteration.without_graph()
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             tqdm.write(f"CUDA graph: the capture failed ({reason}); training goes on without it "
                        "(--cuda-graph off skips the attempt)")
-            return None
+
+    def restore_learning_rates(self):
+        """The optimisers' rates as numbers again, as eager iterations hold them."""
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                if torch.is_tensor(group["lr"]):
+                    group["lr"] = group["lr"].item()

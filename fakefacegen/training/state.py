@@ -1,5 +1,6 @@
 """The state of a training run: G, D, the EMA of G, both optimisers, counters, random state and metric sums.
-TrainState.state_dict() is the one checkpoint layout (checkpoint.py reads and writes the files):
+TrainState.state_dict() is the one checkpoint layout, format CHECKPOINT_FORMAT (checkpoint.py reads and writes
+the files, and converts those of an older format in one function, upgraded):
 
     G, D, G_ema (with an EMA), opt_g, opt_d    the training modules and optimisers
     G_eval                                    the sampler (G_ema or G) with BatchNorm recalibrated for eval
@@ -7,16 +8,21 @@ TrainState.state_dict() is the one checkpoint layout (checkpoint.py reads and wr
     fixed_noise, rng, log_window, best_fid    the grid's noise, random states, unlogged metric sums, best FID
     augment_p                                 the adaptive augmentation's probability (--ada-target)
     config                                    every setting, so a sampler needs nothing but this file
+    format                                    CHECKPOINT_FORMAT
 """
 import copy
+from types import MappingProxyType
 
 import torch
 
 from fakefacegen.cli import UserError
 from fakefacegen.network import models_from_config
 from fakefacegen.sampling import recalibrated_copy
-from fakefacegen.training.step import METRICS
+from fakefacegen.training.iteration import METRICS
 
+# The layout state_dict() writes; bumped when it changes, with the conversion in checkpoint.upgraded. Format 1
+# (no "format" key) is every checkpoint written before formats were numbered.
+CHECKPOINT_FORMAT = 2
 GRID_SIZE = 64  # the fixed noise: an 8x8 grid every epoch
 # Noise vectors per forward pass when G_eval's BatchNorm is recalibrated: on a GPU four passes for the default
 # --recal-samples 4096 (1,024 at once take about 0.5 GB while they pass at 64 px, 2 GB at 128 px).
@@ -56,7 +62,7 @@ class TrainState:
     """
 
     def __init__(self, cfg, device):
-        self.cfg = cfg
+        self.cfg = MappingProxyType(dict(cfg))  # a run's settings are read-only
         self.G, self.D = models_from_config(cfg, device)
         self.G_ema = copy.deepcopy(self.G) if has_ema(cfg) else None
         self.opt_g = make_optimizer(self.G.parameters(), cfg, cfg["lr_g"], device)
@@ -85,7 +91,7 @@ class TrainState:
                  "batch_in_epoch": self.batch_in_epoch, "step": self.step, "fixed_noise": self.fixed_noise,
                  "rng": {"torch": torch.get_rng_state(), "noise": self.noise_generator.get_state()},
                  "log_window": self.log_window, "augment_p": self.augment_p, "best_fid": self.best_fid,
-                 "config": self.cfg}
+                 "config": dict(self.cfg), "format": CHECKPOINT_FORMAT}
         if self.G_ema is not None:
             state["G_ema"] = self.G_ema.state_dict()
         return state
@@ -107,13 +113,7 @@ class TrainState:
         except RuntimeError:  # a CUDA generator's state does not fit a CPU generator, nor the reverse
             raise UserError(f"this checkpoint was trained on another kind of device than {self.device.type}: resume "
                             "it there (--device), or start a new run") from None
-        self.log_window = widened(state["log_window"]).to(self.device)
-        self.augment_p = state.get("augment_p", torch.zeros(())).to(self.device)
-        self.best_fid = state.get("best_fid", float("inf"))
+        self.log_window = state["log_window"].to(self.device)
+        self.augment_p = state["augment_p"].to(self.device)
+        self.best_fid = state["best_fid"]
 
-
-def widened(log_window):
-    """A saved log window with the metrics added since it was written (runs.METRICS gained columns at its end)
-    as zeros before the iteration count, its last slot."""
-    missing = len(METRICS) + 1 - len(log_window)
-    return torch.cat([log_window[:-1], log_window.new_zeros(missing), log_window[-1:]]) if missing else log_window

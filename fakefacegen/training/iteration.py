@@ -1,12 +1,13 @@
 """One training iteration: d_steps D updates, g_steps G updates, the EMA of G, metrics summed on the device.
-train.py runs it and benchmarks/bench.py times it, with the speed settings of speed.py."""
+train.py runs it (wrapped in cuda_graphs.CudaGraphed on CUDA) and benchmarks/bench.py times it, with the speed
+settings of speed.py. The maths of an update is train_iteration, d_update and g_update."""
 import contextlib
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from fakefacegen.data import dataloader
-from fakefacegen.training import cuda_graphs, diffaug, losses
+from fakefacegen.training import diffaug, losses
 from fakefacegen.training.speed import prepare_models, speed_settings, use_tf32
 
 # Per log line, means over the iterations since the last: the losses, D's outputs on real and fake images, the
@@ -15,11 +16,11 @@ from fakefacegen.training.speed import prepare_models, speed_settings, use_tf32
 METRICS = ("loss_d", "loss_g", "d_real", "d_fake", "real_sign", "augment_p")
 
 
-class TrainingStep:
-    """The iteration train.py runs over a TrainState: uint8 batches in, weights updated, metrics summed into
-    state.log_window. Noise and flips draw from the state's generator, so a seed fixes them all. On CUDA the
-    iteration is replayed as a CUDA graph (cuda_graphs.py) where the settings allow; the eager iteration is
-    the same code, and is what the graph records."""
+class Iteration:
+    """One training iteration over a TrainState, called with d_steps uint8 batches: D's updates, G's updates,
+    the adaptive augmentation's probability, the EMA of G, the metrics summed into state.log_window. Noise and
+    flips draw from the state's generator, so a seed fixes them all. On CUDA, cuda_graphs.CudaGraphed wraps it
+    and replays what run() records."""
 
     def __init__(self, state, world, planned_iterations=None):
         """planned_iterations: the run's length, which --lr-schedule linear decays over."""
@@ -30,17 +31,58 @@ class TrainingStep:
         prepare_models(state, self.speed)
         self.G, self.D = world.wrap(state.G), world.wrap(state.D)
         self.memory_format = torch.channels_last if self.speed["channels_last"] else torch.contiguous_format
-        self.values = IterationValues(state.opt_g, state.opt_d)
-        self.graph = self.graphed_iteration(cuda_graphs.capture) if self.speed["cuda_graph"] else None
 
-    def graphed_iteration(self, capture):
-        """This step's iteration over static buffers, recorded by `capture` (tests pass a CPU stand-in); the
-        values that change between iterations move onto the device first."""
+    def __call__(self, uint8_batches):
+        """One iteration on d_steps batches (empty ones, all undecodable, are left out); returns the number of
+        real images used by all processes."""
+        batches = [images for images in uint8_batches if len(images)]
+        if batches:
+            self.run(batches, *self.schedule())
+        return sum(len(images) for images in batches) * self.world.size
+
+    def schedule(self):
+        """(lr_g, lr_d, EMA weight) of this iteration: the learning rates of --lr-schedule (None while they stay
+        as the optimisers hold them) and the weight of G in the EMA (1 - the decay)."""
         state, cfg = self.state, self.cfg
-        self.values.hold_on_device(self.device, learning_rates=cfg["lr_schedule"] != "constant")
-        shape = (cfg["d_steps"], cfg["batch_size"] // self.world.size, cfg["res"], cfg["res"], 3)
-        return cuda_graphs.GraphedIteration(self.iteration, shape, self.device, [state.noise_generator],
-                                            [state.opt_g, state.opt_d], capture)
+        lr_g = lr_d = None
+        if cfg["lr_schedule"] != "constant":
+            factor = lr_factor(cfg, state.step, self.planned_iterations)
+            lr_g, lr_d = cfg["lr_g"] * factor, cfg["lr_d"] * factor
+        ema_weight = 1 - ema_decay(cfg, state.step * cfg["batch_size"]) if state.G_ema is not None else 0.0
+        return lr_g, lr_d, ema_weight
+
+    def kind(self):
+        """What makes iterations differ in their kernels: which D updates carry lazy R1."""
+        return r1_updates(self.cfg, self.state.step * self.cfg["d_steps"])
+
+    def without_graph(self):
+        """What `auto` picks for eager iterations after a failed capture: on CUDA that is fp32, faster than bf16
+        when kernels are launched one by one."""
+        self.speed = {**speed_settings({**self.cfg, "cuda_graph": "off"}, self.device, self.world.size),
+                      "cuda_graph_off": "the capture failed"}
+
+    def run(self, uint8_batches, lr_g, lr_d, ema_weight):
+        """The iteration itself, with the schedule's values (numbers, or under a CUDA graph the device tensors
+        it reads)."""
+        state, cfg = self.state, self.cfg
+        for optimizer, lr in ((state.opt_g, lr_g), (state.opt_d, lr_d)):
+            if lr is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+        real_batches = [self.model_input(images) for images in uint8_batches]
+        adaptive = cfg["ada_target"] > 0
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.speed["amp"]):
+            metrics = train_iteration(self.G, self.D, state.opt_g, state.opt_d, real_batches, cfg, self.noise,
+                                      state.noise_generator, fresh_fakes=self.world.size > 1,
+                                      first_d_update=state.step * cfg["d_steps"],
+                                      augment_p=state.augment_p if adaptive else None)
+        if adaptive:  # every process moves p by the same mean signal, so their augmentation stays the same
+            signal = self.world.mean(metrics[METRICS.index("real_sign")].clone())
+            diffaug.adapt_probability(state.augment_p, signal, cfg["ada_target"],
+                                      cfg["batch_size"] * len(real_batches), cfg["ada_kimg"])
+        state.log_window += torch.cat([metrics, metrics.new_ones(1)])  # the last slot counts the iterations
+        if state.G_ema is not None:
+            update_ema(state.G_ema, state.G, ema_weight)
 
     def noise(self, n):
         """This rank's share of n latents: every rank draws all n and keeps its share, so the noise (and the
@@ -55,88 +97,6 @@ class TrainingStep:
             flip = self.world.shard(draws < 0.5)
         x = dataloader.to_model_input(images, self.device, flip)
         return x.contiguous(memory_format=self.memory_format)
-
-    def __call__(self, uint8_batches):
-        """One iteration on d_steps batches (empty ones, all undecodable, are left out); returns the number of
-        real images used by all processes."""
-        batches = [images for images in uint8_batches if len(images)]
-        if not batches:
-            return 0
-        self.set_schedules()
-        if self.graph is not None and self.graph.fits(batches):
-            # Iterations differ in their kernels only by where lazy R1 falls: one graph for each pattern.
-            self.graph(batches, kind=r1_updates(self.cfg, self.state.step * self.cfg["d_steps"]))
-            if self.graph.failed:
-                self.without_graph()
-        else:
-            self.iteration(batches)
-        return sum(len(images) for images in batches) * self.world.size
-
-    def without_graph(self):
-        """After a failed capture: plain eager iterations (no static buffers, no side stream) with what `auto`
-        picks for eager steps: on CUDA that is fp32, faster than bf16 when kernels are launched one by one."""
-        self.graph = None
-        self.speed = {**speed_settings({**self.cfg, "cuda_graph": "off"}, self.device, self.world.size),
-                      "cuda_graph_off": "the capture failed"}
-
-    def set_schedules(self):
-        """This iteration's learning rates (--lr-schedule) and EMA weight, where the iteration reads them."""
-        state, cfg = self.state, self.cfg
-        if cfg["lr_schedule"] != "constant":
-            factor = lr_factor(cfg, state.step, self.planned_iterations)
-            self.values.set_learning_rates(cfg["lr_g"] * factor, cfg["lr_d"] * factor)
-        if state.G_ema is not None:
-            self.values.set_ema_weight(1 - ema_decay(cfg, state.step * cfg["batch_size"]))
-
-    def iteration(self, uint8_batches):
-        """The iteration itself, eager; under a graph, what the graph records."""
-        state, cfg = self.state, self.cfg
-        real_batches = [self.model_input(images) for images in uint8_batches]
-        adaptive = cfg["ada_target"] > 0
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.speed["amp"]):
-            metrics = train_iteration(self.G, self.D, state.opt_g, state.opt_d, real_batches, cfg, self.noise,
-                                      state.noise_generator, fresh_fakes=self.world.size > 1,
-                                      first_d_update=state.step * cfg["d_steps"],
-                                      augment_p=state.augment_p if adaptive else None)
-        if adaptive:  # every process moves p by the same mean signal, so their augmentation stays the same
-            signal = self.world.mean(metrics[METRICS.index("real_sign")].clone())
-            diffaug.adapt_probability(state.augment_p, signal, cfg["ada_target"],
-                                      cfg["batch_size"] * len(real_batches), cfg["ada_kimg"])
-        state.log_window += torch.cat([metrics, metrics.new_ones(1)])  # the last slot counts the iterations
-        if state.G_ema is not None:
-            update_ema(state.G_ema, state.G, self.values.ema_weight)
-
-
-class IterationValues:
-    """The numbers an iteration reads that change between iterations: both learning rates (--lr-schedule) and
-    the EMA's weight of G. Eager, they are Python numbers; for a CUDA graph, 0-dim device tensors filled in
-    place, since a graph replays the numbers it was recorded with (fused Adam reads a tensor learning rate)."""
-
-    def __init__(self, opt_g, opt_d):
-        self.optimizers = (opt_g, opt_d)
-        self.ema_weight = 0.0  # this iteration's weight of G in the EMA (1 - the decay)
-        self.on_device = False
-
-    def hold_on_device(self, device, learning_rates):
-        """From now on every value is a device tensor (the learning rates only where they change)."""
-        self.on_device = True
-        self.ema_weight = torch.tensor(float(self.ema_weight), device=device)
-        if learning_rates:
-            for optimizer in self.optimizers:
-                for group in optimizer.param_groups:
-                    group["lr"] = torch.tensor(float(group["lr"]), device=device)
-
-    def set_learning_rates(self, lr_g, lr_d):
-        for optimizer, lr in zip(self.optimizers, (lr_g, lr_d)):
-            for group in optimizer.param_groups:
-                group["lr"] = self.updated(group["lr"], lr)
-
-    def set_ema_weight(self, weight):
-        self.ema_weight = self.updated(self.ema_weight, weight)
-
-    def updated(self, held, number):
-        """`held` with the new number: the same tensor filled in place on the device, else the number."""
-        return held.fill_(number) if self.on_device else number
 
 
 def ema_decay(cfg, images_seen):
@@ -189,12 +149,7 @@ def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None
     for g_step in range(cfg["g_steps"]):
         if g_step or fresh_fakes:
             fake = G(noise(batch))
-        with frozen(D):
-            loss_g = losses.g_loss(cfg["loss"], critic(fake), cfg["g_loss"])
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-        opt_g.step()
-        torch.clear_autocast_cache()  # and those of G's weights: the next G update must see the new ones
+        loss_g = g_update(opt_g, critic, D, fake, cfg)
     # D(x), D(G(z)): probabilities for bce; the raw critic scores for the other losses
     score = torch.sigmoid if cfg["loss"] == "bce" else torch.as_tensor
     # new_full fills on the device: a CUDA graph cannot record a copy from a Python number
@@ -222,6 +177,17 @@ def d_update(opt_d, critic, penalised, real, fake, cfg, generator=None, real_tar
     if cfg["loss"] == "wgan":
         losses.clip_weights([p for group in opt_d.param_groups for p in group["params"]], cfg["clip"])
     return loss, real_logits, fake_logits
+
+
+def g_update(opt_g, critic, D, fake, cfg):
+    """One G update on a fake batch (drawn with G's graph) against the critic; returns the loss."""
+    with frozen(D):
+        loss = losses.g_loss(cfg["loss"], critic(fake), cfg["g_loss"])
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+    opt_g.step()
+    torch.clear_autocast_cache()  # and those of G's weights: the next G update must see the new ones
+    return loss
 
 
 @contextlib.contextmanager
