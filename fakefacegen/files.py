@@ -92,7 +92,8 @@ def check_output(path, flag, force=False, ours=False, suffixes=(), inputs=(), ki
       outputs/<run>/, or in its own folder, which carry the settings that made them) or with --force (`force`).
 
     kind "folder": files named `names` go into the folder `path` (made if missing), by the same rules;
-    kind "dataset": `path` is a dataset folder that preprocess.py builds and swaps in whole, by its own rule.
+    kind "dataset": `path` is a dataset folder that preprocess.py builds and swaps in whole, by its own rule
+    for what it may replace (a dataset of its own, with --force).
     """
     path = Path(path)
     found = path_kind(path)
@@ -101,7 +102,7 @@ def check_output(path, flag, force=False, ours=False, suffixes=(), inputs=(), ki
     if kind == "file" and found not in ("missing", "file"):
         raise UserError(f"{flag} {path} is a {found}, not a file: give a file name"
                         + (f" ending in {suffixes[0]}" if suffixes else ""))
-    if kind != "file" and found not in ("missing", "folder"):
+    if kind == "folder" and found not in ("missing", "folder"):
         raise UserError(f"{flag} {path} is a {found}, not a folder: give a folder")
     existing = next((p for p in path.absolute().parents if p.exists()), None)
     if existing is not None and not existing.is_dir():

@@ -5,9 +5,11 @@ latest.pt. Each is refused in one line (or handled), and nothing on disk changes
 import errno
 import json
 import os
+import pickle
 import socket
 import stat
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -429,3 +431,59 @@ def test_the_files_a_command_names_itself_are_rewritten(tiny_run, tmp_path, monk
     assert (tmp_path / "outputs" / "tiny" / "latent" / "edit_sefa0_pm2_7steps_seed1.png").is_file()
     with pytest.raises(UserError, match="--force replaces files named by --out"):
         generate.main(["--ckpt", str(ckpt), "--n", "4", "--force", "--device", "cpu"])
+
+
+# ---------------------------------------------------------------------------------------------- input edges
+
+def test_every_crop_needs_a_face_of_16_pixels_and_escaping_zip_members_are_listed(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for width, height in ((1, 1), (15, 15), (1, 1000), (16, 16), (40, 40)):
+        Image.new("RGB", (width, height), "red").save(photos / f"{width}x{height}.png")
+    for crop in ("center", "none"):
+        preprocess.main(["--src", str(photos), "--out", str(tmp_path / crop), "--res", "32", "--crop", crop])
+        meta = json.loads((tmp_path / crop / "dataset.json").read_text())
+        assert meta["files"] == ["16x16.png", "40x40.png"]
+        assert {item["file"] for item in meta["skipped"]} == {"1x1.png", "15x15.png", "1x1000.png"}
+        assert all("a face needs at least 16x16" in item["reason"] for item in meta["skipped"])
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in ("ok.png", "../../evil.png", "/etc/abs.png", "a/../../up.png"):
+            z.writestr(zipfile.ZipInfo(name), (photos / "40x40.png").read_bytes())
+    preprocess.main(["--src", str(archive), "--out", str(tmp_path / "zipped"), "--res", "32"])
+    meta = json.loads((tmp_path / "zipped" / "dataset.json").read_text())
+    assert meta["files"] == ["ok.png"] and meta["count"] == 1
+    assert {item["file"] for item in meta["skipped"]} == {"../../evil.png", "/etc/abs.png", "a/../../up.png"}
+
+
+def test_numbers_resolutions_and_config_keys_are_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        generate.main(["--ckpt", "x.pt", "--n", "1e30"])
+    message = capsys.readouterr().err
+    assert exit_status.value.code == 2 and "must be at most 1000000" in message and "not 1e30 " in message
+    with pytest.raises(SystemExit):
+        evaluate_fid.main(["toyfaces", "toyfaces", "--res", "33"])
+    assert "invalid choice: 33 (choose from 32, 64, 96, 128, 256)" in capsys.readouterr().err
+    (tmp_path / "nested.toml").write_text('config = "other.toml"\nres = 32\n')
+    with pytest.raises(UserError, match="a config file cannot name another"):
+        settings.parse_settings(["--config", str(tmp_path / "nested.toml")], "")
+
+
+def test_a_file_is_named_by_what_its_bytes_are(tmp_path):
+    Image.new("RGB", (20, 20)).save(tmp_path / "face.png")
+    Image.new("RGB", (20, 20)).save(tmp_path / "face.jpg")
+    dataset = tmp_path / "data"
+    preprocess.main(["--synthetic", "40", "--res", "32", "--out", str(dataset)])
+    (dataset / "images.npy").write_bytes((tmp_path / "face.png").read_bytes())
+    with pytest.raises(UserError, match="its images.npy is a PNG image, not a .npy array"):
+        open_dataset(str(dataset), 32)
+    with pytest.raises(UserError, match=r"it is a JPEG image"):
+        load_stats_npz(tmp_path / "face.jpg")
+    torch.save({"a": 1}, tmp_path / "x.pt")
+    (tmp_path / "p.pkl").write_bytes(pickle.dumps({"a": 1}))
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    (tmp_path / "empty").write_bytes(b"")
+    found = {name: files.what_file_is(tmp_path / name) for name in ("face.png", "face.jpg", "x.pt", "p.pkl", "a.npy",
+                                                                     "empty")}
+    assert found == {"face.png": "a PNG image", "face.jpg": "a JPEG image", "x.pt": "a zip archive (.zip, .npz or .pt)",
+                     "p.pkl": "a pickle", "a.npy": "a .npy array", "empty": "an empty file"}
