@@ -14,11 +14,9 @@ keyed by content, N and resolution.
 """
 import sys
 import time
-from pathlib import Path
 
 from fakefacegen.cli import SEED, ArgumentParser, UserError, integer, resolve_device, run
-from fakefacegen.data.packed import is_packed
-from fakefacegen.files import refuse_overwriting, write_json
+from fakefacegen.files import check_output, write_json
 from fakefacegen.metrics.fid import (
     DEFAULT_N,
     KID_SUBSET_SIZE,
@@ -31,6 +29,7 @@ from fakefacegen.metrics.fid import (
 from fakefacegen.metrics.fid_sources import open_source, stats_of_source
 from fakefacegen.metrics.inception import BATCH_SIZE, load_inception
 from fakefacegen.metrics.precision_recall import PR_K, precision_recall
+from fakefacegen.network import RESOLUTIONS
 from fakefacegen.runs import training_data
 from fakefacegen.settings import FID_N_MAX
 
@@ -44,12 +43,15 @@ def build_parser():
     p.add_argument("--n", type=integer(2, FID_N_MAX), default=DEFAULT_N,
                    help=f"samples from a checkpoint or toyfaces; at most this many of a dataset ({DEFAULT_N})")
     p.add_argument("--seed", type=SEED, default=0, help="sample i of a checkpoint uses seed+i; toyfaces seed")
-    p.add_argument("--res", type=integer(8, 1024), help="toyfaces resolution (default: the checkpoint's, else 64)")
+    p.add_argument("--res", type=int, choices=RESOLUTIONS, metavar="RES",
+                   help=f"toyfaces resolution, one of {', '.join(map(str, RESOLUTIONS))} (default: the checkpoint's, "
+                        "else 64)")
     p.add_argument("--batch-size", type=integer(1, 512), default=BATCH_SIZE,
                    help=f"images per Inception batch ({BATCH_SIZE})")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--json", metavar="PATH", help="also write the results, N, resolutions and timings here")
     p.add_argument("--save-stats", metavar="PATH", help="with one source: write its mu, sigma as .npz and stop")
+    p.add_argument("--force", action="store_true", help="replace an existing file named by --json or --save-stats")
     p.add_argument("--inception-weights", metavar="PATH", help="pytorch-fid's pt_inception-2015-12-05-*.pth")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached dataset statistics")
     p.add_argument("--kid-subsets", type=integer(1, 10_000), default=KID_SUBSETS,
@@ -79,12 +81,9 @@ def pick_sides(args):
         raise UserError("--pr compares two sides and --save-stats takes one: drop --pr")
     if not args.save_stats and fake is None:
         raise UserError("nothing to evaluate: give --ckpt checkpoints/<run>/latest.pt --real data/celeba64")
-    for flag, out in (("--json", args.json), ("--save-stats", args.save_stats)):
+    for flag, out, suffix in (("--json", args.json, ".json"), ("--save-stats", args.save_stats, ".npz")):
         if out is not None:
-            refuse_overwriting(out, [fake, real], flag)
-            if is_packed(Path(out).parent):
-                raise UserError(f"{flag} {out} is inside the packed dataset {Path(out).parent}: write it elsewhere, "
-                                "a dataset folder holds only what preprocess.py wrote")
+            check_output(out, flag, args.force, suffixes=(suffix,), inputs=[fake, real])
     return fake, real
 
 

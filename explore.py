@@ -28,6 +28,7 @@ import base64
 import binascii
 import hashlib
 import io
+import math
 import re
 import sys
 import threading
@@ -49,6 +50,7 @@ from fakefacegen.editing.explore_server import (
     listen_address,
     number,
     query_fields,
+    whole_number,
 )
 from fakefacegen.editing.latent_directions import (
     NAME_PATTERN,
@@ -120,12 +122,17 @@ def decoded_photo(request):
     """The bytes of an upload request's photo, checked: base64, at most MAX_PHOTO."""
     if not isinstance(request, dict) or set(request) - {"image", "crop"} or not isinstance(request.get("image"), str):
         raise BadRequest('the body must be {"image": the photo\'s bytes in base64, "crop": "celeba|center|none"}')
-    if len(request["image"]) > MAX_PHOTO * 4 // 3 + 4:
-        raise BadRequest(f"the photo must be at most {MAX_PHOTO // 2**20} MiB", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    too_big = BadRequest(f"the photo must be at most {MAX_PHOTO // 2**20} MiB ({MAX_PHOTO} bytes)",
+                         HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    if len(request["image"]) > 4 * math.ceil(MAX_PHOTO / 3):  # base64's length for MAX_PHOTO bytes
+        raise too_big
     try:
-        return base64.b64decode(request["image"], validate=True)
+        data = base64.b64decode(request["image"], validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("image must be the photo's bytes in base64") from None
+    if len(data) > MAX_PHOTO:  # base64's last group may carry one or two bytes past MAX_PHOTO
+        raise too_big
+    return data
 
 
 class Explorer:
@@ -229,7 +236,7 @@ class Explorer:
         else:
             raise BadRequest(f"along must be sefa:0..{len(self.directions) - 1} or vector:NAME, not {along[:40]!r}")
         strength = number(request.get("strength", 2), "strength", 0, most)
-        steps = int(number(request.get("steps", 7), "steps", 2, MAX_STRIP_FRAMES))
+        steps = whole_number(request.get("steps", 7), "steps", 2, MAX_STRIP_FRAMES)
         z = self.latent_of(request.get("face"))
         with self.lock:
             frames = edit_strip(self.G, z, direction, strength, steps, self.device)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from fakefacegen.checkpoint import generator_from_state, load_checkpoint
 from fakefacegen.cli import SEED, ArgumentParser, UserError, check_seeds, integer, number, resolve_device, run
 from fakefacegen.export import check_export_target, write_export
-from fakefacegen.files import atomic_path, refuse_overwriting, save_png
+from fakefacegen.files import atomic_path, check_output, path_kind, refuse_overwriting, save_png
 from fakefacegen.grids import grid_image
 from fakefacegen.runs import output_dir, run_of_checkpoint
 from fakefacegen.sampling import interpolation_latents, render, sample_noise, truncate
@@ -35,7 +35,8 @@ def build_parser():
                    help="checkpoint written by train.py (latest.pt, epoch_NNN.pt) or a generator from --export")
     p.add_argument("--n", type=integer(1, N_MAX), default=64, help="how many faces (default 64, an 8x8 grid)")
     p.add_argument("--seed", type=SEED, default=0, help="first seed; face i uses seed+i (default 0)")
-    p.add_argument("--out", help="output PNG (or folder with --individual); default outputs/<run>/generated/")
+    p.add_argument("--out", help="output .png (or folder with --individual); default outputs/<run>/generated/, "
+                   "where a name carries its settings and is rewritten")
     p.add_argument("--individual", action="store_true", help="one PNG per face instead of a grid")
     p.add_argument("--fixed", action="store_true", help="the run's fixed noise: the grid training drew")
     p.add_argument("--interp", type=integer(2, 100), metavar="K",
@@ -46,7 +47,7 @@ def build_parser():
     p.add_argument("--export", metavar="PATH.safetensors",
                    help="write the sampling generator alone (safetensors, settings in its metadata) and a model "
                         "card PATH.md beside it, then stop")
-    p.add_argument("--force", action="store_true", help="with --export: replace existing files")
+    p.add_argument("--force", action="store_true", help="replace existing files named by --out or --export")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     return p
 
@@ -56,21 +57,24 @@ def check_request(args):
     if args.export:
         check_export_request(args)
         return
-    if args.force:
-        raise UserError("--force only applies to --export (grids and PNGs are always rewritten)")
     check_seeds(args.seed, args.interp or (0 if args.fixed else args.n))
     if args.out is None:
+        if args.force:
+            raise UserError("--force replaces files named by --out or --export; the default files under "
+                            "outputs/<run>/generated/ are always rewritten")
         return
     out = Path(args.out)
-    refuse_overwriting(out, [args.ckpt], "--out")
-    if args.individual and out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file: with --individual give a folder for the PNGs")
-    if not args.individual and out.is_dir():
+    if args.individual:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file: with --individual give a folder for the PNGs")
+        check_output(out, "--out", args.force, inputs=[args.ckpt], kind="folder")  # the names: write_individual
+        return
+    if out.is_dir():
         raise UserError(f"--out {out} is a folder: give a file name such as {out / 'faces.png'}, or add "
                         "--individual to write one PNG per face into it")
-    existing = next(p for p in out.parents if p.exists())
-    if not existing.is_dir():
-        raise UserError(f"--out {out}: {existing} is a file, not a folder")
+    check_output(out, "--out", args.force, suffixes=(".png",), inputs=[args.ckpt])
+    if args.interp and path_kind(out) != "stream":
+        check_output(out.with_suffix(".gif"), "--out", args.force, suffixes=(".gif",), inputs=[args.ckpt])
 
 
 def check_export_request(args):
@@ -109,6 +113,9 @@ def write_interpolation(args, G, nz, device):
     frames = render(G, z, device)
     out = output_path(args, f"interp_seed{args.seed}_k{args.interp}.png")
     save_png(grid_image(frames, ncols=INTERP_FRAMES), out)
+    if path_kind(out) == "stream":  # /dev/null, a pipe: there is no "beside it" for the GIF
+        print(f"wrote {out} ({args.interp} seeds, {len(frames)} frames)")
+        return
     gif = out.with_suffix(".gif")
     with atomic_path(gif) as tmp:
         pictures = [Image.fromarray(f) for f in frames]
@@ -133,6 +140,9 @@ def noise_batches(args, ckpt, nz):
 def write_individual(args, G, batches, count, device):
     """One PNG per face, named by its seed, rendered and written a batch at a time."""
     folder = output_path(args, f"seed{args.seed}_n{args.n}")
+    first = 0 if args.fixed else args.seed
+    check_output(folder, "--out", args.force, ours=args.out is None, kind="folder",
+                 names=[f"{i:06d}.png" for i in range(first, first + count)])
     with tqdm(total=count, unit="face", leave=False, disable=count <= BATCH) as bar:
         for first, z in batches:
             for i, image in enumerate(render(G, z, device), first):

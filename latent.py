@@ -18,8 +18,9 @@ takes that code wherever it takes a seed.
 (attribute_probe.py): on the FID network's features by default; for toy faces use --features pixels, which
 transfers to rough 32 px samples where an Inception probe does not (measured on the demo model; see docs/editing.md).
 Files go to outputs/<run>/latent/ (--out-dir to change): sefa.pt, sefa.json, sefa.png, vectors/<name>.pt
-and .json, projected/<photo>.npy, .png and .json, edit_<vector or sefaK>_<seedS or photo>.png (project draws
-edit_sefa0_<photo>.png too).
+and .json, projected/<photo>.npy, .png and .json, edit_<vector or sefaK>_pm<strength>_<N>steps_<seedS or
+photo>.png (project draws edit_sefa0_pm3_7steps_<photo>.png too). Each name carries the settings that made the
+file, so one command rewrites only its own result; a file named by `edit --out` that exists needs --force.
 """
 import csv
 import re
@@ -76,7 +77,7 @@ from fakefacegen.editing.projection import (
     save_projection,
     training_crop,
 )
-from fakefacegen.files import refuse_overwriting, save_png
+from fakefacegen.files import check_output, save_png
 from fakefacegen.grids import grid_image
 from fakefacegen.runs import training_data
 from fakefacegen.sampling import render, sample_noise
@@ -86,6 +87,7 @@ MIN_PROBE_PER_CLASS = 5  # generated faces needed on each side of the probe's 0.
 SCALE = number(above=0, high=100)  # --alpha, --strength: far past where faces stay faces, short of overflow
 FRAMES = integer(2, 101)  # frames of a figure or strip
 PROJECT_EDIT_STRENGTH = 3.0  # the strip `project` draws along SeFa direction 0, in standard deviations of z
+PROJECT_EDIT_STEPS = 7
 FIGURE_MAX_FACES = 20_000  # the SeFa figure's faces, rendered at once (0.25 GB at 64 px)
 
 
@@ -192,7 +194,9 @@ def add_edit_options(s):
     s.add_argument("--strength", type=SCALE, default=2.0, help="largest multiple of the vector, or of z's standard "
                    "deviation along a SeFa direction (default 2)")
     s.add_argument("--steps", type=FRAMES, default=7, help="frames, odd so the middle one is unedited (default 7)")
-    s.add_argument("--out", help="output PNG (default <out-dir>/edit_<vector or sefaK>_<seedS or code>.png)")
+    s.add_argument("--out", help="output .png (default <out-dir>/edit_<vector or sefaK>_pm<strength>_<N>steps_<seedS "
+                   "or code>.png)")
+    s.add_argument("--force", action="store_true", help="replace an existing file named by --out")
 
 
 def add_project_options(s):
@@ -271,16 +275,22 @@ def probe_of_real_images(args, config, device):
     return probe, featurize, accuracy, description
 
 
+def strip_name(along, strength, steps, face):
+    """An edit strip's file name, which carries every setting that drew it: one strip never replaces another."""
+    return f"edit_{along}_pm{strength:g}_{steps}steps_{face}.png"
+
+
 def cmd_edit(args, G, folder, device):
+    which = code_name(Path(args.code).stem) if args.code else f"seed{args.seed}"
+    along = args.vector or f"sefa{args.sefa}"
+    out = Path(args.out) if args.out else folder / strip_name(along, args.strength, args.steps, which)
+    check_output(out, "--out", args.force, ours=args.out is None, suffixes=(".png",), inputs=[args.ckpt, args.code])
     if args.code:
         z, face = load_code(args.code, G.nz), f"code {args.code}"
     else:
         z, face = sample_noise([args.seed], G.nz)[0], f"seed {args.seed}"
     direction, along = edit_direction(args, G, folder)
     frames = edit_strip(G, z, direction, args.strength, args.steps, device)
-    which = code_name(Path(args.code).stem) if args.code else f"seed{args.seed}"
-    out = Path(args.out or folder / f"edit_{along}_{which}.png")
-    refuse_overwriting(out, [args.ckpt, args.code], "--out")
     save_png(grid_image(frames, ncols=len(frames)), out)
     print(f"wrote {out}: {face}, {along} from -{args.strength:g} to +{args.strength:g} (middle frame unedited)")
 
@@ -308,8 +318,9 @@ def cmd_project(args, G, config, D, folder, device):
         raise UserError(f"--image {args.image}: {err}; give a photo (jpg, png, webp, bmp) of one face") from None
     name = check_name(args.name) if args.name else code_name(Path(args.image).stem)
     path = code_path(folder, name)
-    for out in (path, path.with_suffix(".png"), path.with_suffix(".json"), folder / f"edit_sefa0_{name}.png"):
-        refuse_overwriting(out, [args.image, args.ckpt], "the output")
+    strip = folder / strip_name("sefa0", PROJECT_EDIT_STRENGTH, PROJECT_EDIT_STEPS, name)
+    for out in (path, path.with_suffix(".png"), path.with_suffix(".json"), strip):
+        check_output(out, "the output", ours=True, inputs=[args.image, args.ckpt])
     print(f"projecting {args.image} (crop {crop_label(crop)}, {G.res} px): {args.starts} starts x {args.steps} "
           f"steps, {'pixels + discriminator features' if D is not None else 'pixels only (no discriminator)'}")
     result = project(G, face, D, args.starts, args.steps, args.seed)
@@ -317,8 +328,8 @@ def cmd_project(args, G, config, D, folder, device):
             "steps": args.steps, "seed": args.seed, "perceptual": "discriminator" if D is not None else "none"}
     save_projection(folder, name, face, result, meta)
     # A first edit, so that one command shows what the code is for: the strongest SeFa direction.
-    frames = edit_strip(G, result.code, sefa_direction(G, folder, 0), PROJECT_EDIT_STRENGTH, 7, device)
-    strip = folder / f"edit_sefa0_{name}.png"
+    frames = edit_strip(G, result.code, sefa_direction(G, folder, 0), PROJECT_EDIT_STRENGTH, PROJECT_EDIT_STEPS,
+                        device)
     save_png(grid_image(frames, ncols=len(frames)), strip)
     feature = "" if result.feature_distance is None else f", D-feature distance {result.feature_distance:.4f}"
     print(f"wrote {path} (the code), {path.with_suffix('.png')} (photo | projection | the optimisation), "
@@ -330,10 +341,11 @@ def cmd_project(args, G, config, D, folder, device):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    folder = Path(args.out_dir) if args.out_dir else default_latent_dir(args.ckpt)
+    check_output(folder, "--out-dir", ours=True, kind="folder")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.ckpt, device)
     G, config = generator_from_state(ckpt, args.ckpt, device), ckpt["config"]
-    folder = Path(args.out_dir) if args.out_dir else default_latent_dir(args.ckpt)
     if args.command == "sefa":
         cmd_sefa(args, G, folder, device)
     elif args.command == "attribute":

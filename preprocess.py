@@ -18,6 +18,7 @@ from fakefacegen.data.image_files import CELEBA_BOX, parse_crop
 from fakefacegen.data.packed import build_dataset
 from fakefacegen.data.photo_packing import chunk_size, default_workers, pack_source
 from fakefacegen.data.toyfaces import TOYFACES, toyfaces
+from fakefacegen.files import check_output
 from fakefacegen.network import RESOLUTIONS
 
 
@@ -75,6 +76,7 @@ def parse_args(argv=None):
     if args.res not in RESOLUTIONS:
         raise UserError(f"--res {args.res} is not supported: use one of {', '.join(map(str, RESOLUTIONS))}")
     args.crop = parse_crop(args.crop)
+    check_output(args.out, "--out", kind="dataset")  # replacing it whole is build_dataset's rule, with --force
     return args
 
 

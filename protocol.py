@@ -74,6 +74,7 @@ def build_parser():
                    help="the folder holding data/ and fid_reference/ (default: ../shared beside the repository)")
     p.add_argument("--tag", default="", help="suffix for the run names, to keep several protocols apart")
     p.add_argument("--out", help="folder for table.md, protocol.json, samples.png (default outputs/protocol-SET)")
+    p.add_argument("--force", action="store_true", help="replace the files of an earlier protocol in --out")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     return p
 
@@ -177,7 +178,9 @@ def main(argv=None):
         if not Path(config).is_file():
             raise UserError(f"config {config} not found")
     out = Path(args.out or f"outputs/protocol-{args.set}")
-    check_out_folder(out, WRITTEN, force=None)  # the table of these runs is rewritten as they resume
+    # outputs/protocol-SET is the protocol's own: its table is rewritten as the runs resume; a folder the user
+    # named keeps its files unless --force
+    check_out_folder(out, WRITTEN, force=args.force if args.out else None)
     held = held_out(args.shared, SETS[args.set])
     args.fid_n = args.fid_n or len(held.references)  # all of them: 4200 for celeba64, 2100 for anime64
     if args.fid_n > len(held.references):

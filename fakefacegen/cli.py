@@ -49,16 +49,22 @@ class Range:
                   if bound is not None]
         return f"a {self.__name__} {' and '.join(bounds)}".rstrip()
 
-    def check(self, value):
-        """value if it is a finite number of the kind and in range, else ValueError stating the range."""
+    def check(self, value, typed=None):
+        """value if it is a finite number of the kind and in range, else ValueError stating the range and the
+        value as `typed` (a flag's text: 1e30, not the 31 digits it parses to)."""
         kinds = (int,) if self.kind is int else (int, float)
-        ok = isinstance(value, kinds) and not isinstance(value, bool) \
-            and (isinstance(value, int) or math.isfinite(value)) \
-            and (self.low is None or value >= self.low) and (self.high is None or value <= self.high) \
+        number = isinstance(value, kinds) and not isinstance(value, bool) \
+            and (isinstance(value, int) or math.isfinite(value))
+        ok = number and (self.low is None or value >= self.low) and (self.high is None or value <= self.high) \
             and (self.above is None or value > self.above) and (self.below is None or value < self.below)
         if not ok:
             why = f" ({self.why})" if self.why else ""
-            raise ValueError(f"must be {self.describe()}, not {str(value)[:30]}{why}")
+            rule = self.describe()
+            if number and self.high is not None and value > self.high:
+                rule = f"at most {self.high} ({rule})"
+            shown = typed if typed is not None else f"{value:.6g}" if isinstance(value, int) and number \
+                and abs(value) >= 10**15 else str(value)
+            raise ValueError(f"must be {rule}, not {shown[:30]}{'...' if len(shown) > 30 else ''}{why}")
         return self.kind(value)
 
     def __call__(self, text):
@@ -70,7 +76,7 @@ class Range:
         if self.kind is int and isinstance(value, float) and value.is_integer():
             value = int(value)
         try:
-            return self.check(value)
+            return self.check(value, typed=text.strip())
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -211,6 +217,9 @@ def parse_with_config(parser, defaults, argv=None):
     settings, file_values = dict(defaults), {}
     if args.config:
         file_values = read_toml(args.config)
+        if "config" in file_values:  # one file per run: a config naming another would be read as if it were not
+            raise UserError(f"config = {str(file_values['config'])[:60]!r} in {args.config}: a config file cannot "
+                            "name another; give the one you mean with --config")
         unknown = sorted(set(file_values) - set(defaults))
         if unknown:
             raise UserError(f"unknown key(s) {', '.join(unknown)} in {args.config}: "

@@ -16,7 +16,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from fakefacegen.cli import UserError
 from fakefacegen.data.toyfaces import TOYFACES
-from fakefacegen.files import atomic_path
+from fakefacegen.files import atomic_path, check_output
 from fakefacegen.network import G_ARCHITECTURE_KEYS
 from fakefacegen.runs import fid_real_set, training_data
 
@@ -32,10 +32,7 @@ def check_export_target(path, force):
         raise UserError(f"--export {path}: the name must end in {EXPORT_SUFFIX}, e.g. "
                         f"{path.with_suffix(EXPORT_SUFFIX)}")
     for target in (path, path.with_suffix(".md")):
-        if target.is_dir():
-            raise UserError(f"--export {path}: {target} is a folder")
-        if target.exists() and not force:
-            raise UserError(f"{target} already exists: pass --force to replace it, or export under another name")
+        check_output(target, "--export", force)
 
 
 def export_metadata(ckpt):

@@ -163,6 +163,9 @@ BAD_REQUESTS = [
     ("POST", "/api/project", {"image": PNG_1X1, "crop": "../x"}, 400),
     ("POST", "/api/project", {"image": PNG_1X1, "extra": 1}, 400),
     ("POST", "/api/project", {"image": "A" * (8 * 2**20 * 4 // 3 + 100)}, 413),  # explore.MAX_PHOTO
+    ("POST", "/api/project", {"image": base64.b64encode(bytes(8 * 2**20 + 1)).decode()}, 413),  # one byte over
+    ("POST", "/api/project", {"image": base64.b64encode(bytes(8 * 2**20)).decode()}, 422),  # the limit: not a photo
+    ("POST", "/api/strip", {"face": {"seed": 1}, "along": "sefa:0", "steps": 2.5}, 400),
 ]
 
 

@@ -94,7 +94,7 @@ def test_bad_export_requests_are_one_line(exported, tmp_path):
     for args, words in ((["--export", "g.pt"], ["must end in .safetensors"]),
                         (["--export", "x.safetensors", "--individual"], ["drop --individual"]),
                         (["--export", "x.safetensors", "--out", "y.png"], ["drop --out"]),
-                        (["--force"], ["--force only applies to --export"])):
+                        (["--force"], ["--force replaces files named by --out or --export"])):
         assert_one_line_error(run_script("generate.py", "--ckpt", ckpt, *args, cwd=tmp_path, check=False), *words)
     assert not list(tmp_path.iterdir())
 

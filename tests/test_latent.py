@@ -85,7 +85,7 @@ def test_attribute_from_labels_and_edit_strip(tiny_run, tmp_path):
     assert json.loads((out / "vectors" / "mine.json").read_text())["n_with"] == 2
 
     latent.main(["edit", *common, "--seed", "8", "--vector", "mine", "--strength", "1.5"])
-    strip = np.asarray(Image.open(out / "edit_mine_seed8.png"))
+    strip = np.asarray(Image.open(out / "edit_mine_pm1.5_7steps_seed8.png"))
     assert strip.shape == (36, 7 * 34 + 2, 3)
     G, _ = load_generator(ckpt)
     tiles = [strip[2:34, 2 + 34 * i:34 + 34 * i] for i in range(7)]
@@ -283,11 +283,12 @@ def test_project_command_writes_code_strip_and_distances_and_edit_takes_the_code
     assert np.array_equal(strip[2:34, 2:34], face)
     assert np.array_equal(strip[2:34, 36:68], render(G, torch.from_numpy(code)[None], "cpu")[0])
 
-    first_edit = np.asarray(Image.open(out / "edit_sefa0_my_face.png"))  # project's own strip: 7 frames, +-3
+    first_edit = np.asarray(Image.open(out / "edit_sefa0_pm3_7steps_my_face.png"))  # project's own: 7 frames, +-3
     assert first_edit.shape == (36, 7 * 34 + 2, 3)
     latent.main(["edit", "--ckpt", str(ckpt), "--out-dir", str(out), "--code", str(code_path), "--sefa", "0",
                  "--steps", "5", "--device", "cpu"])
-    edited = np.asarray(Image.open(out / "edit_sefa0_my_face.png"))
+    edited = np.asarray(Image.open(out / "edit_sefa0_pm2_5steps_my_face.png"))  # its own name: project's stays
+    assert np.array_equal(np.asarray(Image.open(out / "edit_sefa0_pm3_7steps_my_face.png")), first_edit)
     tiles = [edited[2:34, 2 + 34 * i:34 + 34 * i] for i in range(5)]
     direction = latent_directions.sefa(latent_directions.first_layer_weight(G), 1)[0][0]
     assert np.array_equal(tiles[2], render(G, torch.from_numpy(code)[None], "cpu")[0])  # the middle: unedited

@@ -5,6 +5,12 @@ latest.pt. Each is refused in one line (or handled), and nothing on disk changes
 import errno
 import json
 import os
+import pickle
+import socket
+import stat
+import threading
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,7 +133,7 @@ def test_paths_that_cannot_be_written_are_one_line(tmp_path):
     stats = {"mu": np.zeros(2048), "sigma": np.eye(2048), "n": 10}
     save_stats(tmp_path / "a.npz", stats)
     two = [str(tmp_path / "a.npz"), str(tmp_path / "a.npz")]
-    for target, words in ((tmp_path / "afolder", "Is a directory"), (tmp_path / "afile" / "x.json", "afile"),
+    for target, words in ((tmp_path / "afolder", "is a folder"), (tmp_path / "afile" / "x.json", "afile"),
                           (tmp_path / ("x" * 300 + ".json"), "name too long")):
         result = run_script("evaluate_fid.py", *two, "--json", target, cwd=tmp_path, check=False)
         assert_one_line_error(result, words)
@@ -295,3 +301,189 @@ def test_a_pickle_or_a_huge_image_gives_one_line_not_a_warning(tiny_run, tmp_pat
     result = run_script("preprocess.py", "--src", big, "--out", tmp_path / "data", "--res", "32", cwd=tmp_path,
                         check=False)
     assert "DecompressionBombWarning" not in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- the output rule
+
+def test_dev_null_stays_a_device_and_a_fifo_is_written_through(tiny_run, tmp_path):
+    _, ckpt = tiny_run
+    generate.main(["--ckpt", str(ckpt), "--out", "/dev/null", "--device", "cpu"])
+    generate.main(["--ckpt", str(ckpt), "--interp", "2", "--out", "/dev/null", "--device", "cpu"])
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode) and not os.path.exists("/dev/null.gif")
+    stats = {"mu": np.zeros(2048), "sigma": np.eye(2048), "n": 10}
+    save_stats(tmp_path / "a.npz", stats)
+    evaluate_fid.main([str(tmp_path / "a.npz"), str(tmp_path / "a.npz"), "--json", "/dev/null"])
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()))
+    reader.start()
+    generate.main(["--ckpt", str(ckpt), "--n", "4", "--out", str(pipe), "--device", "cpu"])
+    reader.join(timeout=60)
+    assert received and received[0].startswith(b"\x89PNG") and stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "pipe"]  # no temporary left beside it
+
+
+def test_a_socket_or_a_folder_is_never_replaced(tiny_run, tmp_path):
+    _, ckpt = tiny_run
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "s.png"))
+    (tmp_path / "d.json").mkdir()
+    try:
+        with pytest.raises(UserError, match="is a socket"):
+            generate.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "s.png"), "--device", "cpu"])
+        with pytest.raises(UserError, match="is a socket, which is never replaced"):
+            files.save_png(Image.new("RGB", (2, 2)), tmp_path / "s.png")  # whoever calls atomic_path
+        with pytest.raises(UserError, match="is a folder, which is never replaced"):
+            files.write_json(tmp_path / "d.json", {})
+        assert stat.S_ISSOCK(os.stat(tmp_path / "s.png").st_mode) and (tmp_path / "d.json").is_dir()
+    finally:
+        listener.close()
+
+
+def stats_pair(folder):
+    stats = {"mu": np.zeros(2048), "sigma": np.eye(2048), "n": 10}
+    save_stats(folder / "a.npz", stats)
+    return [str(folder / "a.npz"), str(folder / "a.npz")]
+
+
+WRITERS = {  # each writer's command line, given the checkpoint, two .npz files, the path it writes, more flags
+    "generate --out": lambda ckpt, two, out, *more: generate.main(["--ckpt", ckpt, "--n", "4", "--out", out, *more,
+                                                                  "--device", "cpu"]),
+    "generate --interp": lambda ckpt, two, out, *more: generate.main(["--ckpt", ckpt, "--interp", "2", "--out", out,
+                                                                     *more, "--device", "cpu"]),
+    "evaluate_fid --json": lambda ckpt, two, out, *more: evaluate_fid.main([*two, "--json", out, *more]),
+    "evaluate_fid --save-stats": lambda ckpt, two, out, *more: evaluate_fid.main([two[0], "--save-stats", out, *more]),
+    "latent edit --out": lambda ckpt, two, out, *more: latent.main(["edit", "--ckpt", ckpt, "--seed", "1", "--sefa",
+                                                                    "0", "--out", out, *more, "--out-dir",
+                                                                    str(Path(two[0]).parent), "--device", "cpu"]),
+}
+SUFFIX = {"evaluate_fid --json": ".json", "evaluate_fid --save-stats": ".npz"}
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_every_writer_replaces_a_file_it_did_not_make_only_with_force(writer, tiny_run, tmp_path):
+    _, ckpt = tiny_run
+    two = stats_pair(tmp_path)
+    suffix = SUFFIX.get(writer, ".png")
+    out = tmp_path / f"mine{suffix}"
+    out.write_bytes(b"the user's own file")
+    (tmp_path / "notes.txt").write_text("notes")
+    before = snapshot(tmp_path)
+    with pytest.raises(UserError, match="already exists: add --force"):
+        WRITERS[writer](str(ckpt), two, str(out))
+    for name in ("notes.txt", "new.jpg", "g.md"):  # the name says the format written, or is refused
+        with pytest.raises(UserError, match=f"must end in \\{suffix}"):
+            WRITERS[writer](str(ckpt), two, str(tmp_path / name))
+    assert snapshot(tmp_path) == before
+    WRITERS[writer](str(ckpt), two, str(out), "--force")
+    assert out.read_bytes() != b"the user's own file" and (tmp_path / "notes.txt").read_text() == "notes"
+
+
+def test_nothing_goes_into_a_packed_dataset(tiny_run, tmp_path):
+    _, ckpt = tiny_run
+    data = tmp_path / "data"
+    preprocess.main(["--synthetic", "40", "--res", "32", "--out", str(data)])
+    two = stats_pair(tmp_path)
+    refused = [
+        lambda: generate.main(["--ckpt", str(ckpt), "--out", str(data / "x.png"), "--device", "cpu"]),
+        lambda: generate.main(["--ckpt", str(ckpt), "--n", "2", "--individual", "--out", str(data), "--device", "cpu"]),
+        lambda: generate.main(["--ckpt", str(ckpt), "--export", str(data / "sub" / "g.safetensors")]),
+        lambda: latent.main(["sefa", "--ckpt", str(ckpt), "--out-dir", str(data / "latent"), "--device", "cpu"]),
+        lambda: evaluate_fid.main([*two, "--json", str(data / "sub" / "fid.json")]),
+        lambda: preprocess.main(["--synthetic", "40", "--res", "32", "--out", str(data / "inner")]),
+    ]
+    before = snapshot(tmp_path)
+    for command in refused:
+        with pytest.raises(UserError, match="inside the packed dataset"):
+            command()
+    assert snapshot(tmp_path) == before
+    preprocess.main(["--synthetic", "40", "--res", "32", "--out", str(data), "--force"])  # still only its own files
+
+
+def test_a_folder_the_user_named_keeps_its_files_unless_forced(tiny_run, tmp_path):
+    _, ckpt = tiny_run
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    (faces / "000002.png").write_bytes(b"a photo of mine")
+    individual = ["--ckpt", str(ckpt), "--n", "4", "--individual", "--out", str(faces), "--device", "cpu"]
+    with pytest.raises(UserError, match="already holds 1 of the files this writes .000002.png"):
+        generate.main(individual)
+    assert sorted(p.name for p in faces.iterdir()) == ["000002.png"]
+    generate.main([*individual, "--force"])
+    assert (faces / "000002.png").read_bytes().startswith(b"\x89PNG") and len(list(faces.iterdir())) == 4
+    table = tmp_path / "protocol"
+    table.mkdir()
+    (table / "table.md").write_text("another protocol's table")
+    with pytest.raises(UserError, match="earlier .*--force"):
+        protocol.main([str(REPO / "configs" / "dcgan_celeba64.toml"), "--images", "8", "--out", str(table)])
+    assert (table / "table.md").read_text() == "another protocol's table"
+
+
+def test_the_files_a_command_names_itself_are_rewritten(tiny_run, tmp_path, monkeypatch):
+    _, ckpt = tiny_run
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        generate.main(["--ckpt", str(ckpt), "--n", "4", "--device", "cpu"])
+        latent.main(["edit", "--ckpt", str(ckpt), "--seed", "1", "--sefa", "0", "--device", "cpu"])
+    assert (tmp_path / "outputs" / "tiny" / "generated" / "seed0_n4.png").is_file()
+    assert (tmp_path / "outputs" / "tiny" / "latent" / "edit_sefa0_pm2_7steps_seed1.png").is_file()
+    with pytest.raises(UserError, match="--force replaces files named by --out"):
+        generate.main(["--ckpt", str(ckpt), "--n", "4", "--force", "--device", "cpu"])
+
+
+# ---------------------------------------------------------------------------------------------- input edges
+
+def test_every_crop_needs_a_face_of_16_pixels_and_escaping_zip_members_are_listed(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for width, height in ((1, 1), (15, 15), (1, 1000), (16, 16), (40, 40)):
+        Image.new("RGB", (width, height), "red").save(photos / f"{width}x{height}.png")
+    for crop in ("center", "none"):
+        preprocess.main(["--src", str(photos), "--out", str(tmp_path / crop), "--res", "32", "--crop", crop])
+        meta = json.loads((tmp_path / crop / "dataset.json").read_text())
+        assert meta["files"] == ["16x16.png", "40x40.png"]
+        assert {item["file"] for item in meta["skipped"]} == {"1x1.png", "15x15.png", "1x1000.png"}
+        assert all("a face needs at least 16x16" in item["reason"] for item in meta["skipped"])
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in ("ok.png", "../../evil.png", "/etc/abs.png", "a/../../up.png"):
+            z.writestr(zipfile.ZipInfo(name), (photos / "40x40.png").read_bytes())
+    preprocess.main(["--src", str(archive), "--out", str(tmp_path / "zipped"), "--res", "32"])
+    meta = json.loads((tmp_path / "zipped" / "dataset.json").read_text())
+    assert meta["files"] == ["ok.png"] and meta["count"] == 1
+    assert {item["file"] for item in meta["skipped"]} == {"../../evil.png", "/etc/abs.png", "a/../../up.png"}
+
+
+def test_numbers_resolutions_and_config_keys_are_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        generate.main(["--ckpt", "x.pt", "--n", "1e30"])
+    message = capsys.readouterr().err
+    assert exit_status.value.code == 2 and "must be at most 1000000" in message and "not 1e30 " in message
+    with pytest.raises(SystemExit):
+        evaluate_fid.main(["toyfaces", "toyfaces", "--res", "33"])
+    assert "invalid choice: 33 (choose from 32, 64, 96, 128, 256)" in capsys.readouterr().err
+    (tmp_path / "nested.toml").write_text('config = "other.toml"\nres = 32\n')
+    with pytest.raises(UserError, match="a config file cannot name another"):
+        settings.parse_settings(["--config", str(tmp_path / "nested.toml")], "")
+
+
+def test_a_file_is_named_by_what_its_bytes_are(tmp_path):
+    Image.new("RGB", (20, 20)).save(tmp_path / "face.png")
+    Image.new("RGB", (20, 20)).save(tmp_path / "face.jpg")
+    dataset = tmp_path / "data"
+    preprocess.main(["--synthetic", "40", "--res", "32", "--out", str(dataset)])
+    (dataset / "images.npy").write_bytes((tmp_path / "face.png").read_bytes())
+    with pytest.raises(UserError, match="its images.npy is a PNG image, not a .npy array"):
+        open_dataset(str(dataset), 32)
+    with pytest.raises(UserError, match=r"it is a JPEG image"):
+        load_stats_npz(tmp_path / "face.jpg")
+    torch.save({"a": 1}, tmp_path / "x.pt")
+    (tmp_path / "p.pkl").write_bytes(pickle.dumps({"a": 1}))
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    (tmp_path / "empty").write_bytes(b"")
+    found = {name: files.what_file_is(tmp_path / name) for name in ("face.png", "face.jpg", "x.pt", "p.pkl", "a.npy",
+                                                                     "empty")}
+    assert found == {"face.png": "a PNG image", "face.jpg": "a JPEG image", "x.pt": "a zip archive (.zip, .npz or .pt)",
+                     "p.pkl": "a pickle", "a.npy": "a .npy array", "empty": "an empty file"}

@@ -187,7 +187,7 @@ def test_modes_are_converted_not_garbled():
     palette.info["transparency"] = 0
     face = convert(palette)
     assert close(face[5, 5], WHITE, 2) and close(face[5, 28], GREEN, 2)
-    assert convert(solid((1, 1), RED), "BMP").shape == (32, 32, 3)  # tiny: upscaled
+    assert convert(solid((16, 16), RED), "BMP").shape == (32, 32, 3)  # the smallest face: upscaled
     assert close(convert(solid((50, 50), RED), "WEBP")[16, 16], RED)
 
 

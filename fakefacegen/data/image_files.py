@@ -77,11 +77,20 @@ def identity(path):
 
 
 def zip_images(path):
-    """Sorted names of the image members of a zip file."""
+    """(sorted names of the image members of a zip file, [{file, reason}] of the image members whose name would
+    lead out of the zip's folder: absolute, or with a .. part)."""
+    kept, escaping = [], []
     with zipfile.ZipFile(path) as archive:
-        return sorted(info.filename for info in archive.infolist()
-                      if not info.is_dir() and info.filename.lower().endswith(IMAGE_EXTENSIONS)
-                      and not any(map(is_hidden, info.filename.split("/"))))
+        for info in archive.infolist():
+            name = info.filename
+            if info.is_dir() or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            parts = name.replace("\\", "/").split("/")
+            if name.startswith(("/", "\\")) or ".." in parts or re.match(r"[A-Za-z]:", name):
+                escaping.append({"file": name, "reason": "a member name that leads out of the zip's folder"})
+            elif not any(map(is_hidden, parts)):
+                kept.append(name)
+    return sorted(kept), sorted(escaping, key=lambda item: item["file"])
 
 
 @lru_cache(maxsize=4)
@@ -126,7 +135,18 @@ def crop_label(crop):
 
 
 def crop_box(size, crop):
-    """The (left, top, right, bottom) region of a width x height image that becomes the face."""
+    """The (left, top, right, bottom) region of a width x height image that becomes the face; BadImage where it
+    is under MIN_CROP pixels on a side, whatever the crop (a 1x1000 strip is no face either)."""
+    width, height = size
+    box = crop_region(size, crop)
+    if min(box[2] - box[0], box[3] - box[1]) < MIN_CROP:
+        raise BadImage(f"too small: {width}x{height} gives a face of {box[2] - box[0]:.0f}x{box[3] - box[1]:.0f} "
+                       f"pixels with --crop {crop_label(crop)}; a face needs at least {MIN_CROP}x{MIN_CROP}")
+    return box
+
+
+def crop_region(size, crop):
+    """The region a crop names in a width x height image, of any size."""
     width, height = size
     if crop == "none":
         return 0, 0, width, height  # squashed to a square if the image is not one

@@ -17,7 +17,7 @@ from numpy.lib.format import open_memmap
 from tqdm import tqdm
 
 from fakefacegen.cli import USER_FIXABLE, UserError
-from fakefacegen.files import dead_siblings, exchange, fsync_dir, fsync_file, save_png, write_json
+from fakefacegen.files import dead_siblings, exchange, fsync_dir, fsync_file, save_png, what_file_is, write_json
 from fakefacegen.grids import grid_image
 
 FORMAT, VERSION = "fakefacegen-packed", 1
@@ -38,8 +38,13 @@ class PackedImages:
         try:
             self.meta = json.loads((self.root / "dataset.json").read_text())
             self.images = np.load(self.root / "images.npy", mmap_mode="r")
+            if not isinstance(self.images, np.ndarray):  # a .npz under the name: np.load opens it as an archive
+                raise ValueError("not one array")
         except (OSError, ValueError, EOFError) as err:  # EOFError: an empty images.npy
             reason = str(err).strip().splitlines()[0][:100] if str(err).strip() else type(err).__name__
+            found = what_file_is(self.root / "images.npy")
+            if (self.root / "images.npy").is_file() and found != "a .npy array":  # numpy's guess: "pickled data"
+                reason = f"its images.npy is {found}, not a .npy array"
             raise UserError(f"{root} is not a readable packed dataset ({reason}): run preprocess.py again "
                             "with --force") from None
         if self.images.ndim != 4 or self.images.shape[3] != 3 or self.images.dtype != np.uint8 \

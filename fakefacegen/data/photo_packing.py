@@ -25,16 +25,18 @@ def default_workers():
 
 
 def list_source(src):
-    """--src -> the names of its images (relative paths or zip members); UserError if there are none."""
+    """--src -> (the names of its images (relative paths or zip members), [{file, reason}] of the zip members
+    skipped before reading: names that lead out of the zip); UserError if there are no images."""
     src = Path(src)
     if not src.exists():
         raise UserError(f"--src {src} does not exist: give a folder of images or a .zip such as "
                         "img_align_celeba.zip")
+    escaping = []
     if src.is_dir():
         names = [path.relative_to(src).as_posix() for path in find_images(src)]
     elif zipfile.is_zipfile(src):
         try:
-            names = zip_images(src)
+            names, escaping = zip_images(src)
         except (zipfile.BadZipFile, OSError) as err:
             raise UserError(f"--src {src} is a damaged zip file ({err}): download it again") from None
     else:
@@ -42,7 +44,7 @@ def list_source(src):
     if not names:
         raise UserError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found in {src}: "
                         "check the path")
-    return names
+    return names, escaping
 
 
 def load_chunk(task):
@@ -104,9 +106,17 @@ def chunk_size(count, res, workers):
 
 def pack_source(src, out, res, crop, limit=None, workers=1, force=False, preview=False, draft=True):
     """Preprocess a folder or zip of photos into the packed dataset `out`; returns (kept, skipped)."""
-    names = list_source(src)[:limit]
+    names, escaping = list_source(src)
+    names = names[:limit]
     size = chunk_size(len(names), res, workers)
     tasks = [(str(src), names[i:i + size], res, crop, draft) for i in range(0, len(names), size)]
     source_meta = {"crop": crop_label(crop), "source": str(src)}
-    return build_dataset(out, force, res, len(names), run_chunks(tasks, min(workers, len(tasks))),
-                         source_meta, preview, desc=Path(src).name, src=src)
+    chunks = listed_first(escaping, run_chunks(tasks, min(workers, len(tasks))), res)
+    return build_dataset(out, force, res, len(names) + len(escaping), chunks, source_meta, preview,
+                         desc=Path(src).name, src=src)
+
+
+def listed_first(skipped, chunks, res):
+    """The chunks, after one of no pixels that lists `skipped`; closing it closes `chunks` (and their workers)."""
+    yield np.zeros((0, res, res, 3), np.uint8), [], skipped
+    yield from chunks

@@ -52,6 +52,14 @@ def number(value, what, low, high):
     return value
 
 
+def whole_number(value, what, low, high):
+    """A JSON whole number within [low, high] (3.0 counts, 2.5 does not), else BadRequest."""
+    value = number(value, what, low, high)
+    if not value.is_integer():
+        raise BadRequest(f"{what} must be a whole number from {low} to {high}, not {value:g}")
+    return int(value)
+
+
 def query_fields(url, most):
     """The URL's query as {name: [values]}; more than `most` fields is a 400 (parse_qs raises ValueError)."""
     try:

@@ -26,7 +26,7 @@ from fakefacegen.cli import UserError
 from fakefacegen.data.dataloader import to_model_input
 from fakefacegen.data.image_files import MIN_CROP, BadImage, load_face, open_image, parse_crop
 from fakefacegen.editing.latent_directions import NAME_PATTERN
-from fakefacegen.files import atomic_path, save_png, write_json
+from fakefacegen.files import atomic_path, save_png, what_file_is, write_json
 from fakefacegen.grids import grid_image
 from fakefacegen.network import MinibatchStdDev
 from fakefacegen.runs import training_data
@@ -223,7 +223,9 @@ def load_code(path, nz):
     try:
         code = np.load(path, allow_pickle=False)  # data only: a pickled object is refused
     except (OSError, ValueError, EOFError) as err:
-        reason = str(err).strip().splitlines()[0][:80] if str(err).strip() else type(err).__name__
+        found = what_file_is(path)
+        reason = (str(err).strip().splitlines()[0][:80] if str(err).strip() else type(err).__name__) \
+            if found == "a .npy array" else f"it is {found}"  # else numpy guesses "pickled data"
         raise UserError(f"{path} is not a .npy latent code ({reason}): make one with latent.py project") from None
     if code.dtype.kind != "f" or code.size != nz or code.ndim > 2 or not np.isfinite(code).all():
         raise UserError(f"{path} is not a latent code of this generator: {nz} finite numbers expected, found "

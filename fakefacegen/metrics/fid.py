@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from fakefacegen.cli import UserError
-from fakefacegen.files import atomic_path
+from fakefacegen.files import atomic_path, what_file_is
 from fakefacegen.metrics.inception import FEATURE_DIM, exact_fp32
 
 DEFAULT_N = 10_000
@@ -131,8 +131,9 @@ def load_stats_npz(path):
             mu, sigma = f["mu"].astype(np.float64), f["sigma"].astype(np.float64)
             n = int(f["n"]) if "n" in f else None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise UserError(f"{path} is not a readable .npz ({type(err).__name__}): write it again with "
-                        "--save-stats") from None
+        found = what_file_is(path)
+        why = f"it is {found}" if not found.startswith("a zip") else type(err).__name__
+        raise UserError(f"{path} is not a readable .npz ({why}): write it again with --save-stats") from None
     if mu.shape != (FEATURE_DIM,) or sigma.shape != (FEATURE_DIM, FEATURE_DIM):
         raise UserError(f"{path} holds mu {mu.shape} and sigma {sigma.shape}, not 2048-d pool3 statistics: "
                         "make it with --save-stats (pytorch-fid: --dims 2048)")

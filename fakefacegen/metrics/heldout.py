@@ -81,7 +81,7 @@ def held_out(shared, pset):
         if not folder.is_dir():
             raise UserError(f"{folder} not found: give --shared, the folder that holds data/ and fid_reference/")
     references = [path for folder in folders for path in find_images(folder)]
-    names = sorted(list_source(shared / pset.source))
+    names = sorted(list_source(shared / pset.source)[0])
     stems = [stem(path) for path in references]
     first = {stem(name): name for name in names[:len(stems)]}
     if len(set(stems)) != len(stems) or set(stems) != set(first):

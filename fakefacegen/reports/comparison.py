@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from fakefacegen.cli import UserError, check_run_name
-from fakefacegen.files import save_png
+from fakefacegen.files import check_output, save_png
 from fakefacegen.reports.plots import save_figure, smooth, subplots
 from fakefacegen.runs import loss_rows, output_dir, read_metrics, run_checkpoints
 from fakefacegen.settings import parse_settings
@@ -45,6 +45,7 @@ def check_out_folder(out, written, force):
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: give a folder for {', '.join(written)}")
+    check_output(out, "--out", ours=True, kind="folder")  # the earlier files: below, in words of a comparison
     earlier = [name for name in written if (out / name).exists()]
     if earlier and force is False:
         raise UserError(f"--out {out} holds an earlier comparison ({', '.join(earlier)}): add --force to replace "
