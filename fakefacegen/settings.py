@@ -100,6 +100,9 @@ SETTINGS = {
           integer(1, 1000)),
         S("label_smooth", 1.0, "with --loss bce: D's target for real images, e.g. 0.9 (one-sided label "
           "smoothing; 1: off)", number(above=0.5, high=1)),
+        S("bcr", 0.0, "balanced consistency regularisation: weight of D's squared change in score when a real or "
+          "fake image moves by up to 1/8 of its side (bCR, Zhao et al. 2021, used 10; 0: off)",
+          number(low=0, high=1e4)),
         S("lr_schedule", "constant", "constant or linear: both learning rates fall linearly to 0 from "
           "--lr-decay-start of the run to its end", None, ("constant", "linear")),
         S("lr_decay_start", 0.5, "with --lr-schedule linear: the fraction of the planned iterations after "

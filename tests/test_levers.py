@@ -37,6 +37,33 @@ def test_lazy_r1_adds_its_weighted_penalty_to_the_d_update():
     assert math.isclose(with_r1.item() - plain.item(), 8.0 * 12, rel_tol=1e-5)  # ||w||^2 = 12
 
 
+def test_consistency_penalty_is_the_change_of_ds_score_under_translation():
+    """bCR: the mean squared change of D's logits when reals and fakes are translated, with the run's generator."""
+    real, fake = torch.rand(6, 3, 8, 8), torch.rand(6, 3, 8, 8)
+    assert losses.consistency_penalty(lambda x: x.new_ones(len(x)), real, fake, torch.ones(6), torch.ones(6)) == 0
+    critic = LinearCritic(torch.randn(3, 8, 8))
+    real_logits, fake_logits = critic(real), critic(fake)
+    penalty = losses.consistency_penalty(critic, real, fake, real_logits, fake_logits, torch.Generator().manual_seed(5))
+    drawn = torch.Generator().manual_seed(5)
+    moved_real, moved_fake = (critic(diffaug.translation(x, drawn)) for x in (real, fake))
+    expected = (moved_real - real_logits).square().mean() + (moved_fake - fake_logits).square().mean()
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-6) and penalty.item() > 0
+
+
+def test_bcr_adds_its_weighted_penalty_to_the_d_update():
+    cfg = {**DEFAULTS, "loss": "hinge", "bcr": 10.0}
+    real, fake = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)
+    w = torch.randn(3, 8, 8)
+    plain, _, _ = d_update(make_optimizer(LinearCritic(w).parameters(), cfg, 0.0), LinearCritic(w), None, real, fake,
+                           {**cfg, "bcr": 0.0})
+    critic = LinearCritic(w)
+    with_bcr, real_logits, fake_logits = d_update(make_optimizer(critic.parameters(), cfg, 0.0), critic, None, real,
+                                                  fake, cfg, torch.Generator().manual_seed(1))
+    penalty = losses.consistency_penalty(LinearCritic(w), real, fake, real_logits, fake_logits,
+                                         torch.Generator().manual_seed(1))
+    assert with_bcr.item() - plain.item() == pytest.approx(10.0 * penalty.item(), rel=1e-4)
+
+
 @pytest.mark.parametrize("batch", [32, 128])
 def test_ema_half_life_is_in_images_whatever_the_batch(batch):
     cfg = {**DEFAULTS, "ema_kimg": 10.0, "ema_rampup": 0.0, "batch_size": batch}

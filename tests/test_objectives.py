@@ -90,7 +90,7 @@ def test_diffaug_transforms_are_consistent_and_differentiable():
     ["--d-norm", "spectral", "--ema", "0.99", "--diffaug", "color,translation,cutout"],
     ["--g-loss", "saturating", "--g-act", "leaky", "--init", "default"],
     ["--r1", "1", "--r1-every", "2", "--mbstd", "4", "--d-norm", "none", "--ema-kimg", "1",
-     "--label-smooth", "0.9", "--lr-schedule", "linear", "--lr-decay-start", "0.25"],
+     "--label-smooth", "0.9", "--lr-schedule", "linear", "--lr-decay-start", "0.25", "--bcr", "10"],
 ])
 def test_each_objective_trains_with_finite_losses(tmp_path, monkeypatch, flags):
     monkeypatch.chdir(tmp_path)

@@ -163,11 +163,15 @@ def d_update(opt_d, critic, penalised, real, fake, cfg, generator=None, real_tar
 
     critic: what D's loss sees (D after any augmentation); penalised: what WGAN-GP's penalty differentiates
     (D itself). WGAN clips every weight the optimiser updates. real_target: BCE's target for real images
-    (label smoothing below 1); r1_weight: the R1 penalty's weight in this update (0: none)."""
+    (label smoothing below 1); r1_weight: the R1 penalty's weight in this update (0: none); cfg["bcr"]: the
+    weight of balanced consistency regularisation (0: none)."""
     real_logits, fake_logits = critic(real), critic(fake.detach())
     loss = losses.d_loss(cfg["loss"], real_logits, fake_logits, real_target)
     if r1_weight:
         loss = loss + r1_weight * losses.r1_penalty(critic, real)
+    if cfg["bcr"]:
+        loss = loss + cfg["bcr"] * losses.consistency_penalty(critic, real, fake.detach(), real_logits, fake_logits,
+                                                              generator)
     if cfg["loss"] == "wgan-gp":
         loss = loss + cfg["gp_weight"] * losses.gradient_penalty(penalised, real, fake[:len(real)], generator)
     opt_d.zero_grad(set_to_none=True)

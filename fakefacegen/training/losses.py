@@ -1,11 +1,13 @@
 """GAN objectives on D's logits: DCGAN's BCE, hinge, WGAN (weight clipping) and WGAN-GP (gradient penalty),
-and the R1 penalty on real images.
+the R1 penalty on real images and balanced consistency regularisation.
 
 Each loss is a pair: d_loss(real_logits, fake_logits) for D, g_loss(fake_logits) for G. D never applies a
 sigmoid itself; for BCE the logits go through binary_cross_entropy_with_logits, Sigmoid + BCE made stable.
 """
 import torch
 import torch.nn.functional as F
+
+from fakefacegen.training import diffaug
 
 LOSSES = ("bce", "hinge", "wgan", "wgan-gp")
 G_LOSSES = ("nonsaturating", "saturating")
@@ -47,6 +49,15 @@ def r1_penalty(critic, real):
 
 
 @torch.no_grad()
+def consistency_penalty(critic, real, fake, real_logits, fake_logits, generator=None):
+    """Balanced consistency regularisation (bCR, Zhao et al. 2021, "Improved Consistency Regularization for
+    GANs"): D should score an image and its translated copy alike, real and fake both; the mean squared
+    difference of the logits. A translation by up to 1/8 of the side, as in the paper, drawn from `generator`."""
+    moved_real = critic(diffaug.translation(real, generator))
+    moved_fake = critic(diffaug.translation(fake, generator))
+    return (moved_real - real_logits).square().mean() + (moved_fake - fake_logits).square().mean()
+
+
 def clip_weights(params, limit):
     """WGAN's Lipschitz constraint: every parameter of the critic into [-limit, limit]."""
     for p in params:
