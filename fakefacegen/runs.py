@@ -107,10 +107,6 @@ class MetricsLog:
             csv.DictWriter(f, self.COLUMNS).writerow(row)
         self.rows.append({column: str(row[column]) if column in row else "" for column in self.COLUMNS})
 
-    def read(self):
-        """The rows so far (a copy: a save's background job reads it while the run appends)."""
-        return list(self.rows)
-
 
 def loss_rows(rows):
     """The log lines of metrics.csv rows, without the FID lines (those carry a FID and nothing else)."""
