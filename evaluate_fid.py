@@ -12,6 +12,9 @@ at --res), or a .npz of statistics (mu, sigma: pytorch-fid's layout; no KID or p
 Statistics of datasets are cached under ~/.cache/fakefacegen/fid_stats/ (or $FAKEFACEGEN_CACHE/fid_stats/),
 keyed by content, N and resolution.
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import sys
 import time
 from pathlib import Path

@@ -24,6 +24,9 @@ data URLs, the distances), one at a time.
 The server checks every request's Host and launch token, and where writes come from
 (fakefacegen/editing/explore_server.py); this file holds what it serves.
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import base64
 import binascii
 import hashlib

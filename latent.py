@@ -21,6 +21,9 @@ Files go to outputs/<run>/latent/ (--out-dir to change): sefa.pt, sefa.json, sef
 and .json, projected/<photo>.npy, .png and .json, edit_<vector or sefaK>_<seedS or photo>.png (project draws
 edit_sefa0_<photo>.png too).
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import csv
 import re
 from pathlib import Path

@@ -19,6 +19,9 @@ run; the data, resolution, seed and budget are the protocol's. A run whose data 
 Writes into --out: table.md (also printed), protocol.json, samples.png (the last grid of each config's first
 seed, side by side) and losses.png.
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import signal
 from pathlib import Path
 
