@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+PROGRESS_DELAY_S = 10  # a progress bar appears once its step has run this long: quick steps stay quiet
 SEED_MAX = 2**31 - 1  # seeds are 0 .. 2**31 - 1: the range numpy, torch and the toy faces all accept
 # Why reading or writing a path fails that the user can fix: no space, over quota, over the size limit, no
 # permission, a read-only filesystem, a file where a folder should be (or the other way), a name too long, a

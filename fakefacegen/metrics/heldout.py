@@ -24,10 +24,10 @@ from fakefacegen.data.packed import build_dataset, is_packed
 from fakefacegen.data.photo_packing import chunk_size, default_workers, list_source, run_chunks
 from fakefacegen.data.toyfaces import TOYFACES
 from fakefacegen.metrics.fid import (
-    KID_SUBSET_SIZE,
     KID_SUBSETS,
     frechet_distance,
     kernel_inception_distance,
+    kid_subset_size,
     stats_of_features,
 )
 from fakefacegen.metrics.fid_sources import ImageSource, listing_fingerprint, open_source, stats_of_source
@@ -281,7 +281,10 @@ def scores_against(ckpt, real, n, inception, device):
     functions evaluate_fid.py measures with: {fid, kid, precision_recall}."""
     fake, _ = open_source(str(ckpt), n, None, 0, device, checkpoint=True)
     stats = stats_of_source(fake, inception, device, desc="fake features")
+    subset_size, why = kid_subset_size(min(len(stats["features"]), len(real["features"])))
+    if why:
+        print(why)
     return {"fid": frechet_distance(stats["mu"], stats["sigma"], real["mu"], real["sigma"]),
-            "kid": kernel_inception_distance(stats["features"], real["features"], KID_SUBSETS, KID_SUBSET_SIZE, 0,
+            "kid": kernel_inception_distance(stats["features"], real["features"], KID_SUBSETS, subset_size, 0,
                                              device),
             "precision_recall": precision_recall(real["features"], stats["features"], PR_K, device)}
