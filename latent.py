@@ -80,7 +80,7 @@ from fakefacegen.editing.projection import (
     training_crop,
 )
 from fakefacegen.files import refuse_overwriting, save_png
-from fakefacegen.grids import grid_image
+from fakefacegen.grids import grid_image, labelled_grid
 from fakefacegen.runs import training_data
 from fakefacegen.sampling import render, sample_noise
 
@@ -94,16 +94,25 @@ FIGURE_MAX_FACES = 20_000  # the SeFa figure's faces, rendered at once (0.25 GB 
 
 # ---------------------------------------------------------------------------------------------- figures
 
+def step_label(t):
+    """-3, -1.5, 0, +1.5, +3: a step along a direction, in standard deviations of z."""
+    return "0" if abs(t) < 1e-9 else f"{t:+.3g}"
+
+
 def sefa_figure(G, directions, seeds, alpha, steps, device):
-    """One row per direction; for each seed, `steps` columns from -alpha to +alpha (the middle one is the
-    face itself), seeds separated by a blank tile."""
+    """One row per direction, labelled with its index; for each seed, `steps` columns from -alpha to +alpha
+    labelled with the step (the middle one is the face itself), seeds separated by a blank tile."""
     z = sample_noise(seeds, G.nz)
     ts = torch.linspace(-alpha, alpha, steps)
     codes = z[None, :, None] + ts[None, None, :, None] * directions[:, None, None]  # (k, seeds, steps, nz)
     images = render(G, codes.reshape(-1, G.nz), device).reshape(len(directions), len(seeds), steps, G.res, G.res, 3)
     blank = np.full((len(directions), len(seeds), 1, G.res, G.res, 3), 255, np.uint8)
     tiles = np.concatenate([images, blank], 2).reshape(len(directions), -1, G.res, G.res, 3)[:, :-1]
-    return grid_image(tiles.reshape(-1, G.res, G.res, 3), ncols=tiles.shape[1])
+    columns = ([step_label(t) for t in ts.tolist()] + [""]) * len(seeds)
+    return labelled_grid(tiles.reshape(-1, G.res, G.res, 3), tiles.shape[1], columns[:-1],
+                         [f"direction {k}" for k in range(len(directions))],
+                         f"SeFa: each row moves seeds {', '.join(map(str, seeds))} (left to right) along one direction "
+                         "of z, by the steps above (standard deviations)")
 
 
 # ---------------------------------------------------------------------------------------------- command line
