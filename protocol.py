@@ -294,7 +294,7 @@ def main(argv=None):
         raise UserError(f"--fid-n {args.fid_n}: the held-out set holds {len(held.references)} faces")
     plans = plan_runs(args, held, split_dir(held.pset), extra)  # refusals first, before any work
     print(f"{held.pset.name}: training on {len(held.train_names):,} photos of {held.source}, measured against "
-          f"{args.fid_n:,} faces of {held.held_out_from}", flush=True)
+          f"{args.fid_n:,} faces of {', '.join(held.held_out_from)}", flush=True)
     device = resolve_device(args.device)
     inception = load_inception(device)
     estimate(plans, args, held, inception, device)

@@ -254,6 +254,6 @@ def test_a_tiny_protocol_on_your_own_celeba(tmp_path):
     assert "4 held-out faces" in estimate and " in all" in estimate
     report = json.loads((tmp_path / "outputs" / "protocol-celeba64-official" / "protocol.json").read_text())
     assert report["set"] == "celeba64-official" and report["train"]["photos"] == 6 and report["fid_n"] == 4
-    assert "test split" in report["held_out"] and np.isfinite(report["runs"][0]["fid"])
+    assert "test split" in report["held_out"][0] and np.isfinite(report["runs"][0]["fid"])
     split = json.loads((tmp_path / "data" / "protocol" / "celeba64-official-train" / "dataset.json").read_text())
     assert split["files"] == [f"img_align_celeba/{i:06d}.jpg" for i in range(1, 7)]

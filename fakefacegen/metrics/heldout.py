@@ -77,7 +77,8 @@ class HeldOut:
 
     @property
     def held_out_from(self):
-        return self.described or ", ".join(map(str, self.folders))
+        """Where the held-out faces come from, as protocol.json and dataset.json list it."""
+        return [self.described] if self.described else [str(folder) for folder in self.folders]
 
 
 def stem(name):
