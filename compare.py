@@ -9,6 +9,9 @@ training or --steps iterations, whichever you give; flags after `--` go to every
 the table (comparison.md, also printed) lists the final losses, iterations, images seen and FID; samples.png
 puts the top rows of every run's last sample grid side by side.
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import signal
 from pathlib import Path
 

@@ -7,6 +7,9 @@ come from and how fast, and a grid of the first batch as D sees it (--flip and -
 
 Every train.py flag means the same here; the grid goes to --out (default outputs/<data name>-batch.png).
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import time
 from pathlib import Path
 

@@ -12,6 +12,9 @@ at --res), or a .npz of statistics (mu, sigma: pytorch-fid's layout; no KID or p
 Statistics of datasets are cached under ~/.cache/fakefacegen/fid_stats/ (or $FAKEFACEGEN_CACHE/fid_stats/),
 keyed by content, N and resolution.
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import sys
 import time
 
@@ -24,6 +27,7 @@ from fakefacegen.metrics.fid import (
     KID_SUBSETS,
     frechet_distance,
     kernel_inception_distance,
+    kid_subset_size,
     save_stats,
 )
 from fakefacegen.metrics.fid_sources import open_source, stats_of_source
@@ -56,8 +60,9 @@ def build_parser():
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached dataset statistics")
     p.add_argument("--kid-subsets", type=integer(1, 10_000), default=KID_SUBSETS,
                    help=f"KID subsets ({KID_SUBSETS})")
-    p.add_argument("--kid-subset-size", type=integer(2, KID_SUBSET_SIZE_MAX), default=KID_SUBSET_SIZE,
-                   help=f"images per KID subset ({KID_SUBSET_SIZE}); below the smaller N for a spread")
+    p.add_argument("--kid-subset-size", type=integer(2, KID_SUBSET_SIZE_MAX),
+                   help=f"images per KID subset, below the smaller N for a spread (default {KID_SUBSET_SIZE}, or half "
+                   "of N where N is not above it)")
     p.add_argument("--pr", action="store_true",
                    help=f"also precision (realism) and recall (diversity), k = {PR_K} (Kynkäänniemi et al. 2019)")
     return p
@@ -144,15 +149,18 @@ def kid_of_sides(fake, real, args, device, timings):
     if fake["features"] is None or real["features"] is None:
         print("KID n/a: a .npz of statistics has no features (give images or a checkpoint on both sides)")
         return None
+    n = min(len(fake["features"]), len(real["features"]))
+    subset_size, why = kid_subset_size(n, args.kid_subset_size)
+    if why:
+        print(why)
     kid = timed(timings, "kid", kernel_inception_distance, fake["features"], real["features"], args.kid_subsets,
-                args.kid_subset_size, args.seed, device)
+                subset_size, args.seed, device)
     if kid["std"] is not None:
         print(f"KID {kid['mean']:.6f} ± {kid['std']:.6f} ({kid['subsets']} subsets of {kid['subset_size']})")
         return kid
-    n = min(len(fake["features"]), len(real["features"]))
-    kid["note"] = (f"N={n} is too small for a spread: a subset of --kid-subset-size {args.kid_subset_size} "
-                   f"holds every image; give more images, or a subset size below {n}"
-                   if args.kid_subset_size >= n else "one subset has no spread: use --kid-subsets 2 or more")
+    kid["note"] = (f"N={n} is too small for a spread: a subset of {subset_size} holds every image; give more "
+                   f"images, or a --kid-subset-size below {n}"
+                   if subset_size >= n else "one subset has no spread: use --kid-subsets 2 or more")
     print(f"KID {kid['mean']:.6f} (std n/a: {kid['note']})")
     return kid
 

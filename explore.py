@@ -19,11 +19,16 @@ API: GET /api/info; GET /api/face?seed=S (a plain sample, PNG); POST /api/render
 "strength": S, "steps": N} (PNG, as latent.py edit draws); POST /api/vector with {"name": N, "positive":
 [seeds], "negative": [seeds]} (builds and saves a vector); POST /api/project with {"image": the photo's bytes in
 base64, "crop": "celeba" | "center" | "none"} (JSON: the code's name, the cut photo and its projection as PNG
-data URLs, the distances), one at a time.
+data URLs, the distances), one at a time. Every API request carries the launch token in an X-Explore-Token
+header (the printed URL's ?token= value opens the page only); a refused one is JSON {"error": "..."} with a
+4xx status. docs/editing.md has a curl example.
 
 The server checks every request's Host and launch token, and where writes come from
 (fakefacegen/editing/explore_server.py); this file holds what it serves.
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import base64
 import binascii
 import hashlib
@@ -44,6 +49,7 @@ from fakefacegen.data.image_files import CROPS, BadImage, crop_label
 from fakefacegen.editing.explore_server import (
     HOST,
     PAGES,
+    TOKEN_HEADER,
     BadRequest,
     ExploreServer,
     SecureHandler,
@@ -363,8 +369,9 @@ def main(argv=None):
               f"can see the faces and save vectors into {app.latent_dir}, over plain HTTP; ssh -L to "
               f"{HOST} is safer", file=sys.stderr)
     print(f"explore: {server.url} (run {app.info()['run']}, "
-          f"{len(app.directions)} SeFa directions, {len(app.vector_names())} saved vectors; Ctrl-C stops)",
-          flush=True)
+          f"{len(app.directions)} SeFa directions, {len(app.vector_names())} saved vectors; Ctrl-C stops)")
+    print(f"scripts: send the header {TOKEN_HEADER}: {server.token} with every /api/ request, e.g. curl -H "
+          f"'{TOKEN_HEADER}: {server.token}' {server.url.split('/?')[0]}/api/info", flush=True)
     with server:
         server.serve_forever()
 

@@ -8,6 +8,9 @@
 
 --ckpt takes a training checkpoint or a generator exported with --export (its seeds give the same faces).
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import math
 from pathlib import Path
 

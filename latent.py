@@ -22,6 +22,9 @@ and .json, projected/<photo>.npy, .png and .json, edit_<vector or sefaK>_pm<stre
 photo>.png (project draws edit_sefa0_pm3_7steps_<photo>.png too). Each name carries the settings that made the
 file, so one command rewrites only its own result; a file named by `edit --out` that exists needs --force.
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import csv
 import re
 from pathlib import Path
@@ -78,7 +81,7 @@ from fakefacegen.editing.projection import (
     training_crop,
 )
 from fakefacegen.files import check_output, save_png
-from fakefacegen.grids import grid_image
+from fakefacegen.grids import grid_image, labelled_grid
 from fakefacegen.runs import training_data
 from fakefacegen.sampling import render, sample_noise
 
@@ -93,16 +96,25 @@ FIGURE_MAX_FACES = 20_000  # the SeFa figure's faces, rendered at once (0.25 GB 
 
 # ---------------------------------------------------------------------------------------------- figures
 
+def step_label(t):
+    """-3, -1.5, 0, +1.5, +3: a step along a direction, in standard deviations of z."""
+    return "0" if abs(t) < 1e-9 else f"{t:+.3g}"
+
+
 def sefa_figure(G, directions, seeds, alpha, steps, device):
-    """One row per direction; for each seed, `steps` columns from -alpha to +alpha (the middle one is the
-    face itself), seeds separated by a blank tile."""
+    """One row per direction, labelled with its index; for each seed, `steps` columns from -alpha to +alpha
+    labelled with the step (the middle one is the face itself), seeds separated by a blank tile."""
     z = sample_noise(seeds, G.nz)
     ts = torch.linspace(-alpha, alpha, steps)
     codes = z[None, :, None] + ts[None, None, :, None] * directions[:, None, None]  # (k, seeds, steps, nz)
     images = render(G, codes.reshape(-1, G.nz), device).reshape(len(directions), len(seeds), steps, G.res, G.res, 3)
     blank = np.full((len(directions), len(seeds), 1, G.res, G.res, 3), 255, np.uint8)
     tiles = np.concatenate([images, blank], 2).reshape(len(directions), -1, G.res, G.res, 3)[:, :-1]
-    return grid_image(tiles.reshape(-1, G.res, G.res, 3), ncols=tiles.shape[1])
+    columns = ([step_label(t) for t in ts.tolist()] + [""]) * len(seeds)
+    return labelled_grid(tiles.reshape(-1, G.res, G.res, 3), tiles.shape[1], columns[:-1],
+                         [f"direction {k}" for k in range(len(directions))],
+                         f"SeFa: each row moves seeds {', '.join(map(str, seeds))} (left to right) along one direction "
+                         "of z, by the steps above (standard deviations)")
 
 
 # ---------------------------------------------------------------------------------------------- command line

@@ -6,6 +6,9 @@ gives the networks themselves, as in any training-script repo: `from network imp
     python network.py --config configs/celeba128.toml   # a config's networks
     python network.py --res 96 --ngf 32 --d-norm spectral --mbstd 4
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import torch
 
 from fakefacegen.cli import run

@@ -9,6 +9,9 @@ file of every image in order, the skipped files with their reasons, a sha256 of 
 and resize run in --workers processes; the pixels stream to disk, so memory stays flat whatever N is.
 The directory is built under a hidden temporary name and renamed into place only once it is complete.
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import collections
 import sys
 import time

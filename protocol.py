@@ -4,6 +4,8 @@ measure every final generator against those held-out faces.
     python protocol.py configs/dcgan_celeba64.toml configs/ema.toml --images 2000000 --seeds 0,1
     python protocol.py configs/dcgan_anime64.toml configs/diffaug.toml --set anime64 --images 1000000
     python protocol.py configs/dcgan_celeba128.toml --set celeba128 --images 125000 --seeds 0
+    python protocol.py configs/celeba64.toml --celeba img_align_celeba.zip --partition list_eval_partition.txt \
+        --images 250000 --train-n 10000 --fid-n 10000 --seeds 0     # your own CelebA, its official split
 
 --set celeba64 trains on the 5,800 photos of ../shared/data/celeba_sample that ../shared/fid_reference does not
 hold (packed once, --crop celeba, into data/protocol/celeba64-train/) and measures FID, KID and precision/recall
@@ -16,13 +18,27 @@ when they exist); the table gives the mean and standard deviation over seeds. Fl
 run; the data, resolution, seed and budget are the protocol's. A run whose data holds any held-out photo is refused
 (one line, exit status 2), before it trains and again before it is measured.
 
+--set celeba64-official (the set --celeba picks) and celeba128-official work from your own CelebA: --celeba is
+img_align_celeba.zip (or the folder it unpacks to), --partition its list_eval_partition.txt, the split the field
+uses (0 train, 1 validation, 2 test). Runs train on the train split's photos, or its first --train-n sorted by
+name (packed once, --crop celeba, into data/protocol/<set>-train/), and are measured against the first --fid-n
+photos of the test split sorted by name (default: all 19,962), each cut as the development references are: the
+box 19,39,159,179, then a bicubic resize. A partition file that does not list exactly the photos of --celeba, or
+that puts a photo in two splits, is refused. Before anything is packed or trained, the time it will take is
+printed, from a plain training step and an Inception batch timed on this machine.
+
 Writes into --out: table.md (also printed), protocol.json, samples.png (the last grid of each config's first
 seed, side by side) and losses.png.
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fakefacegen.cli import ArgumentParser, UserError, integer, resolve_device, run, seed_list
 from fakefacegen.files import write_json, write_text
@@ -31,13 +47,15 @@ from fakefacegen.metrics.heldout import (
     check_trained_apart,
     ensure_split,
     held_out,
+    official_held_out,
     reference_stats,
     scores_against,
     split_dir,
     steps_for_images,
 )
-from fakefacegen.metrics.inception import load_inception
+from fakefacegen.metrics.inception import features_of_images, load_inception
 from fakefacegen.metrics.precision_recall import PR_K
+from fakefacegen.network import models_from_config
 from fakefacegen.reports.comparison import (
     EPOCHS_WITHOUT_END,
     check_out_folder,
@@ -59,17 +77,25 @@ from fakefacegen.settings import FID_N_MAX, parse_settings
 REPO = Path(__file__).resolve().parent
 BUDGET_FREE = ["--max-steps", "0", "--max-minutes", "0"]  # a config's own budget gives way to the protocol's
 WRITTEN = ("table.md", "protocol.json", "samples.png", "losses.png")
+TIMED_STEPS = 3  # training iterations timed for the estimate, after one to warm up
+TIMED_FACES = 8  # faces through Inception for the estimate, after a batch to warm up
 
 
 def build_parser():
     p = ArgumentParser(description=__doc__)
     p.add_argument("configs", nargs="+", help="TOML configs to measure")
-    p.add_argument("--set", choices=sorted(SETS), default="celeba64", help="what to train on and measure against")
+    p.add_argument("--set", choices=sorted(SETS),
+                   help="what to train on and measure against (default celeba64, or celeba64-official with --celeba)")
+    p.add_argument("--celeba", metavar="ZIP",
+                   help="your img_align_celeba.zip (or its folder), for the -official sets")
+    p.add_argument("--partition", metavar="FILE", help="its list_eval_partition.txt, for the -official sets")
+    p.add_argument("--train-n", type=integer(1),
+                   help="-official sets: train on the first N photos of the train split (default: all 162,770)")
     p.add_argument("--images", type=integer(1), required=True, help="budget: real images seen by D per run")
     p.add_argument("--seeds", type=seed_list, default=[0, 1], help="training seeds per config (default 0,1)")
     p.add_argument("--fid-n", type=integer(PR_K + 1, FID_N_MAX),
                    help="samples per FID, at most the held-out faces (default: all of them: 4200 for celeba, 2100 "
-                   "for anime)")
+                   "for anime, 19,962 for the official test split)")
     p.add_argument("--shared", default=str(REPO.parent / "shared"),
                    help="the folder holding data/ and fid_reference/ (default: ../shared beside the repository)")
     p.add_argument("--tag", default="", help="suffix for the run names, to keep several protocols apart")
@@ -100,9 +126,93 @@ def plan_runs(args, held, split, extra):
             earlier = run_config(name)
             if earlier:  # a run to resume: what it trained on so far counts too
                 check_trained_apart(f"run {name}", earlier.get("data"), held)
-            plans.append({"config": config, "seed": seed, "name": name, "flags": flags,
+            plans.append({"config": config, "seed": seed, "name": name, "flags": flags, "cfg": cfg,
                           "steps": steps_for_images(args.images, cfg)})
     return plans
+
+
+def pick_set(args):
+    """The held-out set the flags ask for: a development set from --shared, or an official one from --celeba and
+    --partition; flags of the other kind are refused."""
+    name = args.set or ("celeba64-official" if args.celeba else "celeba64")
+    pset = SETS[name]
+    if pset.official:
+        if not (args.celeba and args.partition):
+            raise UserError(f"--set {name} needs --celeba img_align_celeba.zip and --partition "
+                            "list_eval_partition.txt, your own CelebA and its official split")
+        return official_held_out(pset, args.celeba, args.partition, args.train_n)
+    given = [flag for flag, value in (("--celeba", args.celeba), ("--partition", args.partition),
+                                      ("--train-n", args.train_n)) if value is not None]
+    if given:
+        raise UserError(f"{', '.join(given)} go with --set celeba64-official or celeba128-official, not {name} "
+                        f"(the development sample of --shared)")
+    return held_out(args.shared, pset)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def training_rate(cfg, device):
+    """Real images per second of a plain fp32 iteration of cfg's networks here: d_steps updates of D on a real and
+    a fake batch, then G through D, forward and backward. train.py adds EMA and the like, and on a GPU may pick
+    faster settings, so this is a guide, not a promise."""
+    G, D = models_from_config(cfg, device)
+    batch = cfg["batch_size"]
+    real = torch.zeros(batch, 3, cfg["res"], cfg["res"], device=device)
+
+    def iteration():
+        for _ in range(cfg["d_steps"]):
+            fake = G(torch.randn(batch, cfg["nz"], device=device))
+            (D(fake.detach()).mean() - D(real).mean()).backward()
+        D(G(torch.randn(batch, cfg["nz"], device=device))).mean().backward()
+
+    iteration()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(TIMED_STEPS):
+        iteration()
+    synchronize(device)
+    return TIMED_STEPS * batch * cfg["d_steps"] / (time.perf_counter() - started)
+
+
+def features_rate(inception, res, device):
+    """Images per second through the FID Inception network here (it resizes every face to 299 px first)."""
+    faces = np.zeros((TIMED_FACES, res, res, 3), np.uint8)
+    features_of_images(inception, [faces[:2]], device, progress=False)
+    synchronize(device)
+    started = time.perf_counter()
+    features_of_images(inception, [faces], device, progress=False)
+    synchronize(device)
+    return TIMED_FACES / (time.perf_counter() - started)
+
+
+def duration(seconds):
+    """3 h 05 min, 52 min, 40 s."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    return f"{round(seconds / 60)} min" if seconds >= 60 else f"{max(1, round(seconds))} s"
+
+
+def estimate(plans, args, held, inception, device):
+    """Print how long the runs will take here, from the rates measured now; returns the seconds."""
+    rates, train_s, left = {}, 0.0, []
+    for plan in plans:
+        if plan["config"] not in rates:
+            rates[plan["config"]] = training_rate(plan["cfg"], device)
+        done = images_seen(run_config(plan["name"]), read_run(plan["name"]))
+        left.append(max(0, args.images - done))
+        train_s += left[-1] / rates[plan["config"]]
+    per_s = features_rate(inception, held.pset.res, device)
+    faces = args.fid_n * (len(plans) + 1)
+    features_s = faces / per_s
+    speeds = ", ".join(f"{rate:,.0f}" for rate in rates.values())
+    print(f"estimate on {device}: training {len(plans)} run(s), {sum(left):,} images to go at ~{speeds} images/s "
+          f"= {duration(train_s)}; FID features of {args.fid_n:,} held-out faces and {args.fid_n:,} samples per run "
+          f"at ~{per_s:,.1f} images/s = {duration(features_s)}; about {duration(train_s + features_s)} in all "
+          "(timed here just now; add packing the split the first time)", flush=True)
+    return train_s + features_s
 
 
 def train_and_measure(plan, held, real, n, inception, device_name):
@@ -162,7 +272,7 @@ def write_outputs(out, args, held, split, results):
     write_json(out / "protocol.json", {
         "set": held.pset.name, "images": args.images, "fid_n": args.fid_n, "seeds": args.seeds,
         "train": {"data": str(split), "photos": len(held.train_names), "source": str(held.source)},
-        "held_out": [str(folder) for folder in held.folders], "configs": summaries,
+        "held_out": held.held_out_from, "configs": summaries,
         "runs": [{k: r[k] for k in ("config", "seed", "name", "code", "iterations", "images_seen", "train_seconds",
                                     "fid", "kid", "precision_recall")} for r in results]})
     firsts = {r["config"]: r["name"] for r in reversed(results)}
@@ -177,18 +287,21 @@ def main(argv=None):
     for config in args.configs:
         if not Path(config).is_file():
             raise UserError(f"config {config} not found")
-    out = Path(args.out or f"outputs/protocol-{args.set}")
+    held = pick_set(args)
+    out = Path(args.out or f"outputs/protocol-{held.pset.name}")
     # outputs/protocol-SET is the protocol's own: its table is rewritten as the runs resume; a folder the user
     # named keeps its files unless --force
     check_out_folder(out, WRITTEN, force=args.force if args.out else None)
-    held = held_out(args.shared, SETS[args.set])
     args.fid_n = args.fid_n or len(held.references)  # all of them: 4200 for celeba64, 2100 for anime64
     if args.fid_n > len(held.references):
         raise UserError(f"--fid-n {args.fid_n}: the held-out set holds {len(held.references)} faces")
     plans = plan_runs(args, held, split_dir(held.pset), extra)  # refusals first, before any work
-    split = ensure_split(held)
+    print(f"{held.pset.name}: training on {len(held.train_names):,} photos of {held.source}, measured against "
+          f"{args.fid_n:,} faces of {', '.join(held.held_out_from)}", flush=True)
     device = resolve_device(args.device)
     inception = load_inception(device)
+    estimate(plans, args, held, inception, device)
+    split = ensure_split(held)
     real = reference_stats(held, args.fid_n, inception, device)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     results = [train_and_measure(plan, held, real, args.fid_n, inception, args.device) for plan in plans]

@@ -5,3 +5,4 @@
     python -m benchmarks.bench_preprocess   # packing photos against a naive loop
     python -m benchmarks.toy2d              # the objectives on 2-D toy distributions
 """
+import fakefacegen  # noqa: F401  (first, before any module of this package: an older Python stops with one line)

@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+PROGRESS_DELAY_S = 10  # a progress bar appears once its step has run this long: quick steps stay quiet
 SEED_MAX = 2**31 - 1  # seeds are 0 .. 2**31 - 1: the range numpy, torch and the toy faces all accept
 # Why reading or writing a path fails that the user can fix: no space, over quota, over the size limit, no
 # permission, a read-only filesystem, a file where a folder should be (or the other way), a name too long, a
@@ -136,11 +137,16 @@ def checked(rule, value, what):
 
 def run(main):
     """Call main(); turn a UserError into `error: ...` on stderr and exit status 2, and so an OSError on a path
-    that the user can fix (USER_FIXABLE) wherever it was raised."""
+    that the user can fix (USER_FIXABLE) wherever it was raised, and a GPU out of memory."""
     try:
         main()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
         sys.exit(2)
     except OSError as err:
         if err.errno not in USER_FIXABLE or err.filename is None:
@@ -150,6 +156,18 @@ def run(main):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+OUT_OF_MEMORY = ("the GPU ran out of memory: lower --batch-size (train.py's images per update, evaluate_fid.py's "
+                 "per Inception batch), --res or --ngf/--ndf, or latent.py project's --starts; close other programs "
+                 "on the GPU (nvidia-smi lists them), or run on --device cpu")
+
+
+def is_out_of_memory(err):
+    """Whether err is torch's out-of-memory error (CUDA's or MPS's). torch is looked up, not imported: a command
+    that never loaded it (packing photos) cannot have run out of GPU memory."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(err, torch.OutOfMemoryError)
 
 
 def path_error(err):

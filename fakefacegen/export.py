@@ -9,6 +9,7 @@ fid_real when the run measured one.
 """
 import json
 import math
+import subprocess
 from pathlib import Path
 
 from safetensors import safe_open
@@ -23,6 +24,24 @@ from fakefacegen.runs import fid_real_set, training_data
 EXPORT_SUFFIX = ".safetensors"
 FORMAT, FORMAT_VERSION = "fakefacegen-generator", "1"
 CELEBA_URL = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
+REPOSITORY = Path(__file__).resolve().parents[1]
+TAGS = ("gan", "dcgan", "faces", "unconditional-image-generation", "pytorch", "safetensors", "fakefacegen")
+
+
+def code_commit():
+    """The commit of the code that writes the file (git rev-parse HEAD), or "unknown" outside a git checkout."""
+    try:
+        found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True,
+                               timeout=10)
+    except (OSError, subprocess.SubprocessError):  # no git here
+        return "unknown"
+    commit = found.stdout.strip()
+    return commit if found.returncode == 0 and commit else "unknown"
+
+
+def counted(number, word):
+    """1 epoch, 2 epochs, 12,345 iterations."""
+    return f"{number:,} {word}{'' if number == 1 else 's'}"
 
 
 def check_export_target(path, force):
@@ -65,27 +84,58 @@ def data_licence(data):
     return f"unknown: the terms of the images in {data} apply; check them before sharing"
 
 
+def hub_metadata(data):
+    """The card's YAML front matter, as Hugging Face reads a model card's: licence, library, tags, data set."""
+    name = Path(str(data or TOYFACES)).name.lower()
+    if "celeba" in name:
+        licence = ["license: other", "license_name: celeba-non-commercial-research", f"license_link: {CELEBA_URL}"]
+    else:  # the terms are the trainer's to choose (toy faces), or those of images only the trainer knows
+        licence = ["license: unknown"]
+    datasets = ["datasets:", "- celeba"] if "celeba" in name else []
+    return ["---", *licence, "library_name: pytorch", "pipeline_tag: unconditional-image-generation", "tags:",
+            *(f"- {tag}" for tag in TAGS), *datasets, "---"]
+
+
+def loading_snippet(name):
+    """Python that loads the file with safetensors and FakeFaceGen's network module alone, no checkpoint code."""
+    return ["```python", "import json", "", "import torch", "from safetensors import safe_open",
+            "from safetensors.torch import load_file", "", "from fakefacegen.network import generator_from_config", "",
+            f'with safe_open("{name}", framework="pt") as f:',
+            '    config = json.loads(f.metadata()["config"])  # every training setting',
+            "G = generator_from_config(config)",
+            f'G.load_state_dict(load_file("{name}"))',
+            "G.eval()  # BatchNorm's statistics are the recalibrated ones: each face is drawn on its own",
+            "with torch.no_grad():",
+            '    faces = G(torch.randn(16, config["nz"]))  # (16, 3, res, res), in [-1, 1]',
+            "```"]
+
+
 def model_card(ckpt, path):
-    """A short Markdown card: what the file is, what it was trained on, how well, how to use it."""
+    """A short Markdown card: hub metadata, what the file is, what it was trained on, how well, the code that
+    wrote it, how to use and load it."""
     cfg, meta = ckpt["config"], export_metadata(ckpt)
-    steps = f"{int(meta['step']):,} iterations" if "step" in meta else "iterations unknown"
-    epochs = f", {meta['epoch']} epochs" if "epoch" in meta else ""
+    steps = counted(int(meta["step"]), "iteration") if "step" in meta else "iterations unknown"
+    epochs = f", {counted(int(meta['epoch']), 'epoch')}" if "epoch" in meta else ""
     fid = (f"{float(meta['best_fid']):.2f}: the lowest FID the run measured up to this checkpoint ({meta['fid_n']}"
            f" samples against {meta['fid_real']}); it is this generator's own when exported from best.pt"
            if "best_fid" in meta else "not measured during training")
     name = Path(path).name
     return "\n".join([
+        *hub_metadata(cfg.get("data")), "",
         f"# {name}", "",
         f"A DCGAN face generator trained with FakeFaceGen: {cfg.get('res')} px faces from a {cfg.get('nz')}-d "
         "standard normal latent. It is G_eval, the sampler (with --ema, the average of G) with its BatchNorm "
         "statistics recalibrated for eval mode; the discriminator and optimisers are not included.", "",
         f"- **Data:** {meta['data']}", f"- **Resolution:** {cfg.get('res')} px",
         f"- **Training:** {steps}{epochs}, loss {cfg.get('loss', 'bce')}, batch {cfg.get('batch_size')}",
-        f"- **FID:** {fid}", f"- **Licence of the data:** {data_licence(cfg.get('data'))}", "",
+        f"- **FID:** {fid}", f"- **Licence of the data:** {data_licence(cfg.get('data'))}",
+        f"- **Code:** FakeFaceGen, commit {code_commit()} (the code that exported it)", "",
         "The file is safetensors: tensors and text only, so reading it runs no code. Its metadata holds every "
         "training setting (`config`, JSON) and this summary.", "",
-        "```bash", f"python generate.py --ckpt {name} --n 16 --seed 0", f"python evaluate_fid.py --ckpt {name} "
+        "With FakeFaceGen's commands, from its folder (seed s gives the same face as from the training checkpoint):",
+        "", "```bash", f"python generate.py --ckpt {name} --n 16 --seed 0", f"python evaluate_fid.py --ckpt {name} "
         "--real REAL_IMAGES --pr", f"python explore.py --ckpt {name}", "```", "",
+        "In your own Python, with safetensors and FakeFaceGen's network module:", "", *loading_snippet(name), "",
         "Samples can resemble faces of the training set, and they carry its biases (who is in it, how they are "
         "framed and lit).", ""])
 

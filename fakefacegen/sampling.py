@@ -4,6 +4,9 @@ import copy
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+from fakefacegen import cli
 
 
 def sample_noise(seeds, nz):
@@ -79,8 +82,13 @@ def recalibrated_copy(G, samples, nz, device, batch_size=256):
             module.reset_running_stats()
             module.momentum = None  # a cumulative average over all the batches below
     generator = torch.Generator().manual_seed(0)
-    for start in range(0, samples, batch_size):
-        G_eval(torch.randn(min(batch_size, samples - start), nz, generator=generator).to(device))
+    # 4,096 samples take over a minute on a busy CPU: a bar then, none for a quick one
+    with tqdm(total=samples, desc="BatchNorm re-estimation", unit="sample", leave=False,
+              delay=cli.PROGRESS_DELAY_S) as bar:
+        for start in range(0, samples, batch_size):
+            count = min(batch_size, samples - start)
+            G_eval(torch.randn(count, nz, generator=generator).to(device))
+            bar.update(count)
     for module in G_eval.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.momentum = 0.1

@@ -44,8 +44,9 @@ def server(tiny_run, tmp_path_factory):
         url = line.split()[1]
         port = int(url.split("http://127.0.0.1:")[1].split("/")[0])
         token = url.split("/?token=")[1]
+        advice = proc.stdout.readline()  # the line for scripts
         yield SimpleNamespace(host="127.0.0.1", port=port, url=url, token=token, folder=folder, ckpt=ckpt,
-                              pid=proc.pid)
+                              pid=proc.pid, advice=advice)
         assert proc.poll() is None, "the server died"
     finally:
         proc.terminate()
@@ -234,7 +235,8 @@ def test_the_token_is_needed(server):
     for query in ("", "?token=", "?token=wrong", f"?token={server.token}&token={server.token}",
                   f"?token={server.token}x", f"?t={server.token}"):
         assert call(server, "GET", "/" + query, headers=no_token)[0] == 403, query
-    assert call(server, "GET", f"/api/info?token={server.token}", headers=no_token)[0] == 403  # the API: header only
+    status, _, answer = call(server, "GET", f"/api/info?token={server.token}", headers=no_token)
+    assert status == 403 and "X-Explore-Token header" in error_of(answer)  # the API: header only, and it says so
     assert call(server, "GET", "/?" + "a&" * 100 + f"token={server.token}", headers=no_token)[0] == 400
 
 
@@ -408,3 +410,20 @@ def test_page_in_a_headless_browser(server, browser_page):
     page.wait_for_function("!document.getElementById('strip-image').hidden && "
                            "document.getElementById('strip-image').naturalWidth === 7 * 34 + 2")
     assert not errors, errors
+
+
+def test_a_script_is_told_the_header_and_its_advice_works(server):
+    """The start-up line for scripts names the header and a curl command; sent as it says, /api/info answers.
+    --help and docs/editing.md name the header too."""
+    assert server.advice.startswith("scripts: send the header X-Explore-Token: ") and "curl -H" in server.advice
+    header, token = server.advice.split("curl -H '")[1].split("'")[0].split(": ")
+    assert token == server.token
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    connection.request("GET", "/api/info", headers={header: token})  # http.client sends Host 127.0.0.1:PORT
+    answer = connection.getresponse()
+    assert answer.status == 200 and json.loads(answer.read())["nz"] == 100
+    connection.close()
+    assert "X-Explore-Token" in subprocess.run([sys.executable, str(REPO / "explore.py"), "--help"],
+                                               capture_output=True, text=True).stdout
+    api = (REPO / "docs" / "editing.md").read_text().split("### The explorer's API")[1]
+    assert "X-Explore-Token" in api and "curl -H" in api and "/api/render" in api

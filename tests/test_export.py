@@ -2,18 +2,23 @@
 evaluate_fid's loader), holds the settings and a summary in its metadata, comes with a model card, never
 overwrites without --force, and every way it cannot stand in for a training checkpoint is one line."""
 import json
+import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, assert_one_line_error, run_script
+from conftest import REPO, TINY, assert_one_line_error, run_script
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from fakefacegen.checkpoint import load_checkpoint
+from fakefacegen import export
+from fakefacegen.checkpoint import load_checkpoint, load_generator
 from fakefacegen.cli import UserError
-from fakefacegen.export import data_licence, model_card
+from fakefacegen.export import code_commit, data_licence, model_card
 from fakefacegen.metrics.fid_sources import open_source
 
 
@@ -68,6 +73,8 @@ def test_the_card_states_fid_and_the_data_licence():
             "config": {"res": 64, "nz": 100, "data": "data/celeba64", "fid_n": 5000, "fid_real": ""}}
     card = model_card(ckpt, "celeba.safetensors")
     assert "12,345 iterations, 25 epochs" in card and "23.46" in card and "5000 samples against data/celeba64" in card
+    one = model_card({**ckpt, "step": 1, "epoch": 1}, "celeba.safetensors")
+    assert "- **Training:** 1 iteration, 1 epoch," in one
     assert "non-commercial research only" in card
     assert "synthetic" in data_licence(None) and "synthetic" in data_licence("toyfaces")
     assert "artists" in data_licence("data/anime96") and "unknown" in data_licence("data/faces")
@@ -113,3 +120,44 @@ def test_what_an_exported_file_cannot_do_is_one_line(exported, tmp_path):
         assert_one_line_error(run_script("generate.py", "--ckpt", bad, cwd=tmp_path, check=False), bad.name, words)
         with pytest.raises(UserError, match=words):
             open_source(str(bad), 4, 32, 0, torch.device("cpu"))
+
+
+def front_matter(card):
+    """The YAML block a model hub reads at the top of a card, as {key: value or [items]}."""
+    assert card.startswith("---\n"), card[:40]
+    block, found, key = card.split("---\n")[1], {}, None
+    for line in block.splitlines():
+        if line.startswith("- "):
+            found[key].append(line[2:])
+        else:
+            key, value = line.split(": ", 1) if ": " in line else (line.rstrip(":"), None)
+            found[key] = value if value is not None else []
+    return found
+
+
+def test_the_card_has_hub_metadata_the_commit_and_a_loading_snippet_that_works(exported):
+    cwd, ckpt, path = exported
+    card = path.with_suffix(".md").read_text()
+    toy = front_matter(card)
+    assert toy["library_name"] == "pytorch" and "dcgan" in toy["tags"] and toy["license"] == "unknown"
+    assert "datasets" not in toy  # the toy faces are no hub data set
+    celeba = front_matter(model_card({"G_eval": {}, "config": {"res": 64, "nz": 100, "data": "data/celeba64"}},
+                                     "c.safetensors"))
+    assert celeba["license"] == "other" and celeba["datasets"] == ["celeba"] and "CelebA" in celeba["license_link"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert f"commit {head or 'unknown'}" in card
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    probe = "\nwith torch.no_grad():\n    print(G(torch.ones(1, config['nz'])).sum().item())\n"
+    result = subprocess.run([sys.executable, "-c", snippet + probe], cwd=path.parent, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    G, config = load_generator(ckpt)
+    with torch.no_grad():
+        expected = G(torch.ones(1, config["nz"])).sum().item()
+    assert float(result.stdout.split()[-1]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_commit_is_unknown_outside_a_git_checkout(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "REPOSITORY", tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # git must not find a repository above
+    assert code_commit() == "unknown"

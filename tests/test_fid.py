@@ -118,11 +118,30 @@ def test_the_same_statistics_give_fid_zero_never_minus_zero(capsys):
              "features": features, "n": 20}
     distance = fid.frechet_distance(stats["mu"], stats["sigma"], stats["mu"], stats["sigma"])
     assert distance == 0.0 and np.copysign(1, distance) == 1
-    args = evaluate_fid.build_parser().parse_args(["a", "b", "--kid-subsets", "10"])
+    args = evaluate_fid.build_parser().parse_args(["a", "b", "--kid-subsets", "10", "--kid-subset-size", "1000"])
     fid_value, kid = evaluate_fid.compare_sides({"fake": (None, stats), "real": (None, stats)}, args, "cpu", {})
     out = capsys.readouterr().out
     assert "FID 0.0000" in out and "-0.0000" not in out and "N=20 is too small for a spread" in out
+    assert "KID: subsets of 20 images, not 1000" in out  # said before KID is measured
     assert fid_value == 0.0 and kid["std"] is None and "too small" in kid["note"]
+
+
+def test_kid_subsets_follow_n_with_a_line_saying_so(capsys):
+    """Without --kid-subset-size, 500 images per side get subsets of 250 (1000 would hold them all: no spread);
+    10,000 keep the default 1000, silently; a size asked for is kept where it is below N."""
+    size, why = fid.kid_subset_size(500)
+    assert size == 250 and "half of the 500" in why
+    assert fid.kid_subset_size(10_000) == (fid.KID_SUBSET_SIZE, None)
+    assert fid.kid_subset_size(500, 100) == (100, None) and fid.kid_subset_size(500, 800)[0] == 500
+    rng = np.random.default_rng(0)
+    sides = [rng.standard_normal((n, 16)).astype(np.float32) for n in (500, 600)]
+    stats = [{"mu": f.mean(0, dtype=np.float64), "sigma": np.cov(f, rowvar=False), "features": f, "n": len(f)}
+             for f in sides]
+    args = evaluate_fid.build_parser().parse_args(["a", "b", "--kid-subsets", "10"])
+    _, kid = evaluate_fid.compare_sides({"fake": (None, stats[0]), "real": (None, stats[1])}, args, "cpu", {})
+    out = capsys.readouterr().out
+    assert kid["subset_size"] == 250 and kid["std"] is not None and kid["std"] > 0
+    assert "KID: subsets of 250 images, half of the 500 per side" in out
 
 
 def test_kid_whole_kernel_and_per_subset_agree(monkeypatch):

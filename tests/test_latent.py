@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_one_line_error, run_script
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import latent
+from fakefacegen import grids
 from fakefacegen.checkpoint import discriminator_from_state, generator_from_state, load_checkpoint, load_generator
 from fakefacegen.cli import UserError
 from fakefacegen.data.toyfaces import toyfaces
@@ -57,7 +58,24 @@ def test_sefa_directions_are_orthonormal_top_eigenvectors():
     assert torch.allclose((A @ directions.double().T).square().sum(0), eigenvalues.double(), rtol=1e-4)
 
 
-def test_sefa_command_writes_directions_and_figure(tiny_run, monkeypatch, capsys):
+LABEL_STRIP = grids.LABEL_PX + 2 * grids.MARGIN  # the height of a title or a row of column labels
+FACE = 96  # 32 px faces scaled up 3 times by nearest neighbour, to grids.FIGURE_FACE_PX
+
+
+@pytest.fixture
+def drawn_text(monkeypatch):
+    """Every text the figures draw, in order."""
+    texts, draw = [], ImageDraw.ImageDraw.text
+
+    def record(self, xy, text, *args, **kwargs):
+        texts.append(text)
+        return draw(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", record)
+    return texts
+
+
+def test_sefa_command_writes_directions_and_figure(tiny_run, monkeypatch, capsys, drawn_text):
     cwd, ckpt = tiny_run
     monkeypatch.chdir(cwd)  # outputs/<run>/latent/ is relative to where the command runs
     latent.main(["sefa", "--ckpt", str(ckpt), "--k", "4", "--seeds", "0,5", "--device", "cpu"])
@@ -68,8 +86,13 @@ def test_sefa_command_writes_directions_and_figure(tiny_run, monkeypatch, capsys
     directions, eigenvalues = latent_directions.sefa(latent_directions.first_layer_weight(G), 4)
     assert np.allclose(saved["eigenvalues"], eigenvalues.numpy(), rtol=1e-4)
     assert torch.equal(torch.load(folder / "sefa.pt", weights_only=True)["directions"], directions)
-    # 4 rows; 2 seeds x 7 steps with a blank tile between the seeds; 32 px tiles, 2 px gaps.
-    assert Image.open(folder / "sefa.png").size == (15 * 34 + 2, 4 * 34 + 2)
+    # 4 rows; 2 seeds x 7 steps with a blank tile between the seeds; 32 px tiles shown at 96 px, 2 px gaps; above
+    # them a title and the steps, on their left the directions.
+    width, height = Image.open(folder / "sefa.png").size
+    assert height == 2 * LABEL_STRIP + 4 * (FACE + 2) + 2 and width > 15 * (FACE + 2) + 2
+    assert [f"direction {k}" for k in range(4)] == [t for t in drawn_text if t.startswith("direction")]
+    assert drawn_text.count("-3") == 2 and drawn_text.count("0") == 2 and drawn_text.count("+3") == 2
+    assert "seeds 0, 5" in drawn_text[0]  # the title
 
 
 def test_attribute_from_labels_and_edit_strip(tiny_run, tmp_path):
@@ -263,6 +286,22 @@ def test_projection_is_deterministic_and_leaves_the_generator_as_it_was(tiny_run
     assert not G.training and all(torch.equal(before[k], v) for k, v in G.state_dict().items())  # BN stats kept
 
 
+def test_the_projection_strip_is_captioned_and_its_faces_scaled_up(drawn_text):
+    rng = np.random.default_rng(0)
+    face, sample = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    steps = projection.snapshot_steps(300)
+    result = projection.Projection(code=torch.zeros(100), sample=sample, frames=np.repeat(sample[None], len(steps), 0),
+                                   frame_steps=[s + 1 for s in steps], loss=0.0, pixel_rmse=0.0,
+                                   feature_distance=None, norm_ratio=1.0)
+    strip = np.asarray(projection.projection_strip(face, result))
+    top = 2 * LABEL_STRIP + 2
+    assert strip.shape == (top + FACE + 2, (3 + len(steps)) * (FACE + 2) + 2, 3)
+    assert np.array_equal(strip[top:top + FACE:3, 2:2 + FACE:3], face)  # each pixel a 3x3 block
+    assert np.array_equal(strip[top:top + FACE, 2:2 + FACE], face.repeat(3, 0).repeat(3, 1))
+    assert drawn_text[1:] == ["photo", "projection", "", "step 1", "step 3", "step 10", "step 31", "step 96",
+                              "step 300"]
+
+
 def test_project_command_writes_code_strip_and_distances_and_edit_takes_the_code(tiny_run, tmp_path):
     cwd, ckpt = tiny_run
     photo = tmp_path / "my face.png"
@@ -277,11 +316,12 @@ def test_project_command_writes_code_strip_and_distances_and_edit_takes_the_code
     meta = json.loads(code_path.with_suffix(".json").read_text())
     assert meta["perceptual"] == "discriminator" and meta["steps"] == 30 and meta["pixel_rmse"] > 0
     strip = np.asarray(Image.open(code_path.with_suffix(".png")))
-    assert strip.shape == (36, (3 + projection.SNAPSHOTS) * 34 + 2, 3)  # photo, projection, gap, snapshots
-    G, _ = load_generator(ckpt)
+    top = 2 * LABEL_STRIP + 2  # under the title and the captions
+    assert strip.shape == (top + FACE + 2, (3 + projection.SNAPSHOTS) * (FACE + 2) + 2, 3)  # photo, projection,
+    G, _ = load_generator(ckpt)  # a gap, the snapshots
     face = projection.photo_face(photo, 32, "center")
-    assert np.array_equal(strip[2:34, 2:34], face)
-    assert np.array_equal(strip[2:34, 36:68], render(G, torch.from_numpy(code)[None], "cpu")[0])
+    assert np.array_equal(strip[top:top + FACE:3, 2:2 + FACE:3], face)
+    assert np.array_equal(strip[top:top + FACE:3, 100:100 + FACE:3], render(G, torch.from_numpy(code)[None], "cpu")[0])
 
     first_edit = np.asarray(Image.open(out / "edit_sefa0_pm3_7steps_my_face.png"))  # project's own: 7 frames, +-3
     assert first_edit.shape == (36, 7 * 34 + 2, 3)

@@ -2,6 +2,7 @@
 images, and one tiny end-to-end run. A small fake shared tree stands in for ../shared, so these run without it."""
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from fakefacegen.metrics.heldout import (
     check_trained_apart,
     ensure_split,
     held_out,
+    official_held_out,
     recut_source,
     split_dir,
     steps_for_images,
@@ -182,3 +184,76 @@ def test_a_tiny_protocol_trains_measures_and_writes_its_table(shared, tmp_path):
     assert Image.open(tmp_path / "proto" / "samples.png").width > 0
     split = json.loads((tmp_path / "data" / "protocol" / "celeba64-train" / "dataset.json").read_text())
     assert not {name[:6] for name in split["files"]} & {f"{i:06d}" for i in range(1, 2 * HELD + 1)}
+
+
+# ---------------------------------------------------------------------------------------------- official CelebA
+
+def fake_celeba(root, count=12, test=4):
+    """A small img_align_celeba.zip (folder img_align_celeba/ inside, aligned-size JPEGs 000001.jpg ...) and its
+    list_eval_partition.txt: the last `test` photos in the test split, the one before them in validation."""
+    photos = fake_shared(root / "made").joinpath("data", "celeba_sample")
+    zip_path, partition = root / "img_align_celeba.zip", root / "list_eval_partition.txt"
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for i in range(1, count + 1):
+            archive.write(photos / f"{i:06d}.jpg", f"img_align_celeba/{i:06d}.jpg")
+    splits = ["0"] * (count - test - 1) + ["1"] + ["2"] * test
+    partition.write_text("".join(f"{i:06d}.jpg {split}\n" for i, split in enumerate(splits, 1)))
+    return zip_path, partition
+
+
+def test_the_official_split_trains_on_train_and_holds_out_test(tmp_path):
+    zip_path, partition = fake_celeba(tmp_path)
+    held = official_held_out(SETS["celeba64-official"], zip_path, partition, train_n=5)
+    assert held.train_names == [f"img_align_celeba/{i:06d}.jpg" for i in range(1, 6)]
+    assert held.stems == {f"{i:06d}" for i in range(9, 13)} and held.folders == []
+    faces = np.concatenate(list(recut_source(held, 3).batches(2)))
+    photo = Image.open(tmp_path / "made" / "data" / "celeba_sample" / "000009.jpg").convert("RGB")
+    expected = np.asarray(photo.crop(CELEBA_BOX).resize((64, 64), Image.BICUBIC), dtype=float)
+    assert faces.shape == (3, 64, 64, 3) and np.abs(faces[0] - expected).mean() < 1  # the dev set's cut
+    with pytest.raises(UserError, match="--train-n 9: the train split .* holds 7 photos"):
+        official_held_out(SETS["celeba64-official"], zip_path, partition, train_n=9)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda lines: lines[:-1], ["does not match", "000012.jpg is not in"]),
+    (lambda lines: [*lines, "000099.jpg 0"], ["does not match", "000099.jpg is not in"]),
+    (lambda lines: [*lines, "000001.jpg 2"], ["000001.jpg in both train and test"]),
+    (lambda lines: [*lines, "000001.jpg 0"], ["000001.jpg twice"]),
+    (lambda lines: [line.replace(" 2", " 3") for line in lines], ["not 'NAME.jpg 0|1|2'"]),
+    (lambda lines: [line.replace(" 2", " 0") for line in lines], ["no photo in the test split"]),
+])
+def test_a_partition_that_does_not_fit_the_zip_is_one_line(tmp_path, edit, words):
+    zip_path, partition = fake_celeba(tmp_path)
+    partition.write_text("\n".join(edit(partition.read_text().splitlines())) + "\n")
+    result = run_script("protocol.py", REPO / "configs" / "celeba64.toml", "--celeba", zip_path, "--partition",
+                        partition, "--images", "8", "--device", "cpu", cwd=tmp_path, check=False)
+    assert_one_line_error(result, *words)
+    assert not (tmp_path / "data").exists()  # refused before anything was packed
+
+
+def test_official_and_development_flags_do_not_mix(tmp_path):
+    config = REPO / "configs" / "celeba64.toml"
+    alone = run_script("protocol.py", config, "--set", "celeba128-official", "--images", "8", cwd=tmp_path,
+                       check=False)
+    assert_one_line_error(alone, "--celeba", "--partition")
+    mixed = run_script("protocol.py", config, "--set", "celeba64", "--train-n", "5", "--images", "8", cwd=tmp_path,
+                       check=False)
+    assert_one_line_error(mixed, "--train-n", "celeba64-official")
+
+
+@needs_weights
+def test_a_tiny_protocol_on_your_own_celeba(tmp_path):
+    zip_path, partition = fake_celeba(tmp_path)
+    result = run_script("protocol.py", REPO / "configs" / "dcgan_celeba64.toml", "--celeba", zip_path, "--partition",
+                        partition, "--train-n", "6", "--images", "8", "--seeds", "0", "--fid-n", "4", "--device",
+                        "cpu", "--", "--ngf", "8", "--ndf", "8", "--batch-size", "4", "--recal-samples", "64",
+                        "--workers", "0", cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    estimate = next(line for line in lines if line.startswith("estimate on cpu: training 1 run(s), 8 images"))
+    assert lines.index(estimate) < next(i for i, line in enumerate(lines) if line.startswith("training split:"))
+    assert "4 held-out faces" in estimate and " in all" in estimate
+    report = json.loads((tmp_path / "outputs" / "protocol-celeba64-official" / "protocol.json").read_text())
+    assert report["set"] == "celeba64-official" and report["train"]["photos"] == 6 and report["fid_n"] == 4
+    assert "test split" in report["held_out"][0] and np.isfinite(report["runs"][0]["fid"])
+    split = json.loads((tmp_path / "data" / "protocol" / "celeba64-official-train" / "dataset.json").read_text())
+    assert split["files"] == [f"img_align_celeba/{i:06d}.jpg" for i in range(1, 7)]

@@ -153,8 +153,9 @@ class SecureHandler(BaseHTTPRequestHandler):
             raise BadRequest(f"this server answers to Host {' or '.join(self.server.hosts)} only",
                              HTTPStatus.FORBIDDEN)
         if not self.server.token_matches(self.token_of(url)):
-            raise BadRequest("wrong or missing token: open the URL explore.py printed (it ends in ?token=...)",
-                             HTTPStatus.FORBIDDEN)
+            raise BadRequest(f"wrong or missing token: in a browser, open the URL explore.py printed (it ends in "
+                             f"?token=...); a script sends that token in an {TOKEN_HEADER} header, which every "
+                             "/api/ request needs (?token= opens the page only)", HTTPStatus.FORBIDDEN)
 
     def token_of(self, url):
         """The page's fetches send the header; the page itself is opened from the printed URL."""

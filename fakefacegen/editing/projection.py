@@ -22,12 +22,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fakefacegen import cli
 from fakefacegen.cli import UserError
 from fakefacegen.data.dataloader import to_model_input
 from fakefacegen.data.image_files import MIN_CROP, BadImage, load_face, open_image, parse_crop
 from fakefacegen.editing.latent_directions import NAME_PATTERN
 from fakefacegen.files import atomic_path, save_png, what_file_is, write_json
-from fakefacegen.grids import grid_image
+from fakefacegen.grids import labelled_grid
 from fakefacegen.network import MinibatchStdDev
 from fakefacegen.runs import training_data
 from fakefacegen.sampling import to_uint8
@@ -49,6 +50,7 @@ class Projection:
     code: torch.Tensor  # (nz,)
     sample: np.ndarray  # uint8 (res, res, 3)
     frames: np.ndarray  # uint8 (SNAPSHOTS, res, res, 3)
+    frame_steps: list  # the step (from 1) of each frame
     loss: float
     pixel_rmse: float  # in 0..255 levels
     feature_distance: float  # None without a discriminator
@@ -145,7 +147,8 @@ def project(G, face, D=None, starts=STARTS, steps=STEPS, seed=0, prior_weight=PR
     z = torch.randn(starts, G.nz, generator=torch.Generator().manual_seed(seed)).to(device).requires_grad_()
     optimizer = torch.optim.Adam([z], lr=LEARNING_RATE)
     frames, wanted = [], snapshot_steps(steps)
-    for step in tqdm(range(steps), desc="projecting", unit="step", leave=False, disable=not progress):
+    for step in tqdm(range(steps), desc="projecting", unit="step", leave=False, disable=not progress,
+                     delay=cli.PROGRESS_DELAY_S):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps)
         samples = G(z)
@@ -154,16 +157,18 @@ def project(G, face, D=None, starts=STARTS, steps=STEPS, seed=0, prior_weight=PR
         optimizer.zero_grad(set_to_none=True)
         loss(samples, z)[0].sum().backward()
         optimizer.step()
-    return best_of(G, z.detach(), loss, np.stack(frames, 1))
+    return best_of(G, z.detach(), loss, np.stack(frames, 1), [step + 1 for step in wanted])
 
 
 @torch.no_grad()
-def best_of(G, z, loss, frames):
-    """The start with the lowest loss, measured on its final code; frames: (starts, SNAPSHOTS, H, W, 3)."""
+def best_of(G, z, loss, frames, frame_steps):
+    """The start with the lowest loss, measured on its final code; frames: (starts, SNAPSHOTS, H, W, 3), drawn
+    at frame_steps."""
     samples = G(z)
     total, pixel, feature = loss(samples, z)
     best = int(total.argmin())
     return Projection(code=z[best].cpu(), sample=to_uint8(samples[best:best + 1])[0], frames=frames[best],
+                      frame_steps=frame_steps,
                       loss=total[best].item(), pixel_rmse=127.5 * pixel[best].sqrt().item(),
                       feature_distance=feature[best].item() if loss.features is not None else None,
                       norm_ratio=z[best].norm().item() / math.sqrt(G.nz))
@@ -182,9 +187,12 @@ def training_crop(config):
 
 
 def projection_strip(face, result):
-    """One row: the photo, its projection, a gap, then the best start's samples as the optimisation went."""
+    """One captioned row: the photo, its projection, a gap, then the best start's samples as the optimisation
+    went, each captioned with its step."""
     blank = np.full_like(face, 255)
-    return grid_image(np.stack([face, result.sample, blank, *result.frames]), ncols=3 + len(result.frames))
+    captions = ["photo", "projection", "", *(f"step {step}" for step in result.frame_steps)]
+    return labelled_grid(np.stack([face, result.sample, blank, *result.frames]), len(captions), captions,
+                         title="the photo, its projection; then the best of the random starts as it was optimised")
 
 
 def code_name(text):

@@ -102,6 +102,22 @@ def kernel_inception_distance(f1, f2, subsets=KID_SUBSETS, subset_size=KID_SUBSE
             "subset_size": m}
 
 
+def kid_subset_size(n, requested=None):
+    """(images per KID subset, a line saying why they are not what was asked, or None) for n images on the smaller
+    side. A size asked for is kept below n, else it is n. With none asked for, KID_SUBSET_SIZE, or half of n where
+    that would hold every image: subsets of all n images are all the same, and KID would have no spread."""
+    if requested is None:
+        if n > KID_SUBSET_SIZE:
+            return KID_SUBSET_SIZE, None
+        size = max(2, n // 2)
+        return size, (f"KID: subsets of {size} images, half of the {n} per side (the default {KID_SUBSET_SIZE} "
+                      "would hold them all and have no spread; --kid-subset-size sets it)")
+    if requested < n:
+        return requested, None
+    return n, (f"KID: subsets of {n} images, not {requested}: a side has {n}, so every subset holds them all and "
+               f"KID has no spread (a --kid-subset-size below {n} gives one)")
+
+
 def _subset_mmds(f1, f2, m, draws, seed, device):
     """The unbiased MMD^2 of `draws` random pairs of m-image subsets."""
     rng = np.random.default_rng(seed)

@@ -1,10 +1,13 @@
-"""The held-out quality protocol's data: which photos of a shared sample a set trains on and which faces it is
-measured against (the fid_reference folders, never trained on), the check that a run's data keeps clear of
-them, the training split packed once, and FID and KID of a checkpoint against the held-out faces.
+"""The held-out quality protocol's data: which photos a set trains on and which faces it is measured against
+(never trained on), the check that a run's data keeps clear of them, the training split packed once, and FID and
+KID of a checkpoint against the held-out faces.
 
-The reference folders are the first N photos of the sample sorted by name, saved under the same stem and cut
-as fid_reference/README.md says; held_out() checks both before anything is trained. A set at another resolution
-than the references' (celeba128) is measured against the same photos cut the same way at its own."""
+The development sets come from the shared folder: the reference folders of fid_reference/ are the first N photos
+of the sample sorted by name, saved under the same stem and cut as fid_reference/README.md says; held_out()
+checks both before anything is trained. A set at another resolution than the references' (celeba128) is measured
+against the same photos cut the same way at its own. The official sets come from a user's own CelebA
+(official_held_out()): they train on its train split (or its first photos) and are measured against its test
+split, cut as the development references were."""
 import hashlib
 import json
 import math
@@ -15,15 +18,16 @@ import numpy as np
 from PIL import Image
 
 from fakefacegen.cli import UserError
-from fakefacegen.data.image_files import CELEBA_BOX, crop_label, find_images
+from fakefacegen.data.celeba_partition import read_partition
+from fakefacegen.data.image_files import CELEBA_BOX, crop_label, find_images, open_member
 from fakefacegen.data.packed import build_dataset, is_packed
 from fakefacegen.data.photo_packing import chunk_size, default_workers, list_source, run_chunks
 from fakefacegen.data.toyfaces import TOYFACES
 from fakefacegen.metrics.fid import (
-    KID_SUBSET_SIZE,
     KID_SUBSETS,
     frechet_distance,
     kernel_inception_distance,
+    kid_subset_size,
     stats_of_features,
 )
 from fakefacegen.metrics.fid_sources import ImageSource, listing_fingerprint, open_source, stats_of_source
@@ -38,7 +42,8 @@ class ProtocolSet:
     """A protocol set: `source` (under the shared folder) holds the photos, `references` (folders under
     fid_reference/) the held-out faces; the rest of `source` is packed with `crop` at `res` to train on.
     reference_box: the box the references were cut from each photo before the bicubic resize to res (None:
-    not cut nor resized); reference_res: the side of the faces in those folders."""
+    not cut nor resized); reference_res: the side of the faces in those folders. official: the photos and the
+    split come from the user's CelebA and its list_eval_partition.txt (source and references unused)."""
     name: str
     source: str
     references: tuple
@@ -46,25 +51,34 @@ class ProtocolSet:
     reference_box: tuple
     res: int
     reference_res: int = 64
+    official: bool = False
 
 
 SETS = {s.name: s for s in (
     ProtocolSet("celeba64", "data/celeba_sample", ("celeba_a", "celeba_b"), "celeba", CELEBA_BOX, 64),
     ProtocolSet("celeba128", "data/celeba_sample", ("celeba_a", "celeba_b"), "celeba", CELEBA_BOX, 128),
     ProtocolSet("anime64", "data/anime_sample", ("anime_a",), "none", None, 64),
+    ProtocolSet("celeba64-official", "", (), "celeba", CELEBA_BOX, 64, official=True),
+    ProtocolSet("celeba128-official", "", (), "celeba", CELEBA_BOX, 128, official=True),
 )}
 
 
 @dataclass(frozen=True)
 class HeldOut:
-    """A set as found in one shared folder: the held-out reference files and the photos left to train on."""
+    """A set as found: the held-out reference faces and the photos left to train on."""
     pset: ProtocolSet
     source: Path
-    folders: list
-    references: list  # the reference files, folder after folder, each folder sorted
+    folders: list  # the reference folders ([] for an official set: its faces are cut from the photos)
+    references: list  # the reference files, folder after folder, each folder sorted (official: the test photos)
     stems: frozenset  # their names without extension: the photos they were cut from
-    photos: list  # those photos, in the order of the references
-    train_names: list  # the source's other photos, sorted, as names relative to it
+    photos: list  # those photos, in the order of the references (official: names in the source)
+    train_names: list  # the photos to train on, sorted, as names relative to the source
+    described: str = ""  # where the held-out faces come from, for the outputs
+
+    @property
+    def held_out_from(self):
+        """Where the held-out faces come from, as protocol.json and dataset.json list it."""
+        return [self.described] if self.described else [str(folder) for folder in self.folders]
 
 
 def stem(name):
@@ -93,6 +107,19 @@ def held_out(shared, pset):
         check_cut_from(path, shared / pset.source / first[stem(path)], pset)
     photos = [shared / pset.source / first[name] for name in stems]
     return HeldOut(pset, shared / pset.source, folders, references, frozenset(stems), photos, names[len(stems):])
+
+
+def official_held_out(pset, celeba, partition, train_n=None):
+    """An official set from the user's CelebA (img_align_celeba.zip or its folder) and list_eval_partition.txt:
+    the first train_n photos of the train split sorted by name (all of them by default) to train on, the test
+    split to measure against; the validation split is left alone."""
+    celeba = Path(celeba)
+    split = read_partition(partition, celeba, list_source(celeba))
+    if train_n is not None and train_n > len(split.train):
+        raise UserError(f"--train-n {train_n:,}: the train split of {partition} holds {len(split.train):,} photos")
+    stems = frozenset(stem(name) for name in split.test)
+    described = f"the test split of {partition} ({len(split.test):,} photos of {celeba})"
+    return HeldOut(pset, celeba, [], split.test, stems, split.test, split.train[:train_n], described)
 
 
 def spread(items, count):
@@ -151,8 +178,7 @@ def ensure_split(held, workers=None):
     workers = workers or default_workers()
     size = chunk_size(len(names), pset.res, workers)
     tasks = [(str(held.source), names[i:i + size], pset.res, pset.crop, True) for i in range(0, len(names), size)]
-    meta = {"crop": crop_label(pset.crop), "source": str(held.source),
-            "held_out": [str(folder) for folder in held.folders]}
+    meta = {"crop": crop_label(pset.crop), "source": str(held.source), "held_out": held.held_out_from}
     kept, skipped = build_dataset(out, True, pset.res, len(names), run_chunks(tasks, min(workers, len(tasks))),
                                   meta, preview=True, desc=f"{pset.name} split", src=held.source)
     print(f"training split: packed {len(kept)} photos of {held.source} into {out} (skipped {len(skipped)}), "
@@ -202,8 +228,9 @@ def steps_for_images(images, cfg):
 
 def reference_stats(held, n, inception, device):
     """FID statistics of the first n held-out faces, folder after folder (each folder's features cached), or
-    cut again from their photos where the set's resolution is not the folders'."""
-    if held.pset.res != held.pset.reference_res:
+    cut again from their photos where the set's resolution is not the folders' or where there are no folders (an
+    official set)."""
+    if not held.folders or held.pset.res != held.pset.reference_res:
         stats = stats_of_source(recut_source(held, n), inception, device, desc=f"held-out {held.pset.name}")
         return stats_of_features(stats["features"], f"held-out {held.pset.name}")
     features = []
@@ -219,18 +246,35 @@ def recut_source(held, n):
     """The first n held-out faces cut from their photos at the set's resolution, with the box and resize the
     reference folders were cut with at theirs; cached like any real set, keyed on the photos, box and size."""
     photos, pset = held.photos[:n], held.pset
+    in_zip = pset.official and not held.source.is_dir()
 
     def batches(batch_size):
         for start in range(0, len(photos), batch_size):
             chunk = photos[start:start + batch_size]
-            yield np.stack([cut_face(photo, pset.reference_box, pset.res) for photo in chunk])
+            yield np.stack([cut_face(photo_file(held, photo), pset.reference_box, pset.res) for photo in chunk])
 
     def fingerprint():
-        listing = listing_fingerprint(held.source, photos)
+        if in_zip:  # the zip's size and time stand for its members'
+            info = held.source.stat()
+            listing = "\n".join([f"{held.source.name}\0{info.st_size}\0{info.st_mtime_ns}", *photos])
+        else:
+            listing = listing_fingerprint(held.source, [photo_path(held, photo) for photo in photos])
         return hashlib.sha256(f"{listing} {pset.reference_box} bicubic".encode()).hexdigest()
 
     return ImageSource("recut", f"heldout-{pset.name}", f"held-out faces of {held.source} cut at {pset.res} px",
                        len(photos), pset.res, batches, fingerprint)
+
+
+def photo_path(held, photo):
+    """A held-out photo's path: as listed for a development set, under the folder for an official one."""
+    return held.source / photo if held.pset.official else photo
+
+
+def photo_file(held, photo):
+    """A held-out photo as PIL opens it: its path, or the bytes of a zip member."""
+    if held.pset.official and not held.source.is_dir():
+        return open_member(str(held.source), photo, True)
+    return photo_path(held, photo)
 
 
 def scores_against(ckpt, real, n, inception, device):
@@ -238,7 +282,10 @@ def scores_against(ckpt, real, n, inception, device):
     functions evaluate_fid.py measures with: {fid, kid, precision_recall}."""
     fake, _ = open_source(str(ckpt), n, None, 0, device, checkpoint=True)
     stats = stats_of_source(fake, inception, device, desc="fake features")
+    subset_size, why = kid_subset_size(min(len(stats["features"]), len(real["features"])))
+    if why:
+        print(why)
     return {"fid": frechet_distance(stats["mu"], stats["sigma"], real["mu"], real["sigma"]),
-            "kid": kernel_inception_distance(stats["features"], real["features"], KID_SUBSETS, KID_SUBSET_SIZE, 0,
+            "kid": kernel_inception_distance(stats["features"], real["features"], KID_SUBSETS, subset_size, 0,
                                              device),
             "precision_recall": precision_recall(real["features"], stats["features"], PR_K, device)}

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from fakefacegen import cli
 from fakefacegen.cli import UserError
 from fakefacegen.files import atomic_path
 
@@ -354,7 +355,7 @@ def features_of_images(model, batches, device, total=None, desc="Inception featu
     device = torch.device(device)
     out = []
     with exact_fp32(device), torch.inference_mode(), tqdm(total=total, desc=desc, unit="img", leave=False,
-                                                          disable=not progress) as bar:
+                                                          disable=not progress, delay=cli.PROGRESS_DELAY_S) as bar:
         for batch in batches:
             if len(batch) == 0:
                 continue
