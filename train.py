@@ -7,6 +7,9 @@
 Every key of a config file is also a flag (lr_g <-> --lr-g); the command line wins. training_loop() below is the
 whole run, top to bottom; the maths of an iteration is fakefacegen/training/iteration.py.
 """
+import fakefacegen  # noqa: F401  (first: an older Python stops there with one line)
+
+# isort: split
 import signal
 import time
 
