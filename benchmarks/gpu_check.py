@@ -250,7 +250,7 @@ def estimates(args):
     sizes_text = ", ".join(f"{res} px batch {batch}" for res, batch in sizes)
     data = f"{args.toy_size:,} toy faces" if args.data == "toyfaces" else args.data
     return [("1, GPU tests", f"pytest {' '.join(TEST_SELECTION)}", args.limits[0],
-             0 if args.skip_tests else TESTS_H100_S),
+             None if args.skip_tests else TESTS_H100_S),
             ("2, bench", f"{sizes_text}, ngf = ndf = {args.width}", args.limits[1], bench_s),
             ("3, train.py", f"{args.epochs} epoch{'s' * (args.epochs > 1)} of {data}", args.limits[2],
              train_s if images else None)]
@@ -345,7 +345,8 @@ def main(argv=None):
     args, device, out = checked_settings(argv)
     out.mkdir(parents=True, exist_ok=True)
     for part, what, limit, seconds in estimates(args):
-        guess = "no estimate" if seconds is None else f"about {seconds:.0f} s on one H100"
+        guess = "left out" if part.startswith("1") and args.skip_tests else "no estimate" if seconds is None \
+            else f"about {seconds:.0f} s on one H100"
         print(f"part {part} ({what}): limit {limit} s, {guess}"
               + (": it may be cut" if seconds is not None and seconds > limit else ""))
     print(f"limits {sum(args.limits)} s in all; the report is rewritten after every part: "
