@@ -20,6 +20,7 @@ a timed window. Memory is each loop's own: what building it allocated, plus the 
 ran (on CUDA, from the allocator; RSS, from /proc after each window, with its loader workers). The last line
 projects the auto row's speed onto 25 epochs of all of CelebA.
 """
+import gc
 import os
 import statistics
 import time
@@ -243,21 +244,30 @@ def main(argv=None):
           f"median of {args.repeats} x {args.steps} iterations after {warmup} warm-up")
     results = []
     for res in args.res:
+        # Rendered once per resolution: each size takes the first batch x BATCHES_PER_EPOCH of them
+        images = toyfaces(range(max(args.batch) * BATCHES_PER_EPOCH), res)[0]
         for batch in args.batch:
-            results += bench_size(res, batch, args, device, warmup)
+            results += bench_size(res, batch, images[:batch * BATCHES_PER_EPOCH], args, device, warmup)
+            # A size's models, optimisers and graph pool sit in reference cycles, and torch 2.14's capture no
+            # longer collects them: without this each size's memory stays until the collector happens to run.
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            # Rewritten after every size, so a sweep cut off by a time limit keeps the sizes it measured.
+            write_json(args.json, {"device": name, "torch": torch.__version__, "width": args.width,
+                                   "results": results})
     auto = max((row for row in results if row["loop"].startswith("fakefacegen (")), key=lambda r: r["images_per_s"])
     print(f"\n25 epochs of all of CelebA ({CELEBA_IMAGES:,} images) at {auto['res']} px, batch {auto['batch']}: "
           f"{CELEBA_IMAGES / auto['images_per_s'] / 60:.1f} minutes of training at the fastest auto row's "
           f"{auto['images_per_s']:,.0f} img/s")
-    write_json(args.json, {"device": name, "torch": torch.__version__, "width": args.width, "results": results})
     print(f"wrote {args.json}")
 
 
-def bench_size(res, batch, args, device, warmup):
-    """The table of one resolution and batch size: each loop's row, printed as it is measured."""
+def bench_size(res, batch, images, args, device, warmup):
+    """The table of one resolution and batch size on `images` (an epoch of uint8 faces): each loop's row, printed
+    as it is measured."""
     cfg = {**DEFAULTS, **SEEDS_DCGAN, "res": res, "batch_size": batch, "ngf": args.width, "ndf": args.width,
            "data_on_device": "on"}
-    images = toyfaces(range(batch * BATCHES_PER_EPOCH), res)[0]
     runners = {"textbook loop": built(lambda: naive_runner(cfg, images, device, args.workers), device)}
     for label, options in variants(device):
         (one_iteration, _), cost = built(lambda options=options: fast_runner(cfg, images, device, options,

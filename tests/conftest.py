@@ -38,6 +38,14 @@ class LinearCritic(torch.nn.Module):
         return x.flatten(1) @ self.weight.flatten()
 
 
+def needs_gpu(available, reason):
+    """A test that only a CUDA GPU can run: marked `gpu` (benchmarks.gpu_check runs those alone, with -m gpu)
+    and skipped, with `reason`, where `available` is false."""
+    def mark(test):
+        return pytest.mark.gpu(pytest.mark.skipif(not available, reason=reason)(test))
+    return mark
+
+
 def run_script(script, *args, cwd, check=True, timeout=300, env=None, separate=False):
     """Run `python <script> args` in `cwd` (where outputs/ and checkpoints/ land), or `python -m <script>` for a
     module such as benchmarks.bench; returns a CompletedProcess. The command's main() runs in this process, as

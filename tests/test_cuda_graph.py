@@ -5,7 +5,7 @@ the iteration: static buffers, device-tensor schedules, one graph per kind of it
 fall-back to eager when a capture fails. On a CUDA GPU the real capture is compared with the eager step."""
 import pytest
 import torch
-from conftest import TINY, run_script
+from conftest import TINY, needs_gpu, run_script
 
 from fakefacegen.data import dataloader
 from fakefacegen.settings import DEFAULTS
@@ -28,9 +28,8 @@ CONFIGS = {
     "wgan": {"loss": "wgan", "optim": "rmsprop", "d_steps": 2},
 }
 ITERATIONS = 10  # each kind of iteration: warm-up, capture, replays
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs a CUDA GPU: CUDA graphs exist only there (the CPU tests above check "
-                                       "the graph's plumbing with a stand-in capture)")
+needs_cuda = needs_gpu(torch.cuda.is_available(), "needs a CUDA GPU: CUDA graphs exist only there (the CPU tests "
+                       "above check the graph's plumbing with a stand-in capture)")
 
 
 class RecordNothing:
