@@ -73,23 +73,27 @@ def load_checkpoint(path, device="cpu"):
 
 
 def upgraded(ckpt, path):
-    """A loaded checkpoint in today's format: format 1 converted (the settings it predates as they were, the
-    metrics columns added since as zeros before the iteration count, no adaptive augmentation, no best FID);
-    a newer format refused in one line."""
+    """A loaded checkpoint in today's format, converted one format at a time; a newer format refused in one
+    line. Format 1 -> 2: the settings it predates as they were, the metrics columns added since as zeros
+    before the iteration count, no adaptive augmentation, no best FID. 2 -> 3: LeCam's averages at 0 (--lecam
+    was off before it existed)."""
     version = ckpt.get("format", 1)
-    if version == CHECKPOINT_FORMAT:
-        return ckpt
-    if version != 1:
+    if version not in range(1, CHECKPOINT_FORMAT + 1):
         raise UserError(f"{path} is in checkpoint format {version!r}, which this FakeFaceGen (format "
                         f"{CHECKPOINT_FORMAT}) does not read: update the repository (git pull), or use a checkpoint "
                         "written by this version")
-    ckpt = {**ckpt, "config": {**FORMAT_1_SETTINGS, **ckpt["config"]}, "format": CHECKPOINT_FORMAT}
-    window = ckpt.get("log_window")
-    if torch.is_tensor(window) and 0 < len(window) < len(METRICS) + 1:
-        missing = len(METRICS) + 1 - len(window)
-        ckpt["log_window"] = torch.cat([window[:-1], window.new_zeros(missing), window[-1:]])
-    ckpt.setdefault("augment_p", torch.zeros(()))
-    ckpt.setdefault("best_fid", float("inf"))
+    ckpt = dict(ckpt)
+    if version == 1:
+        ckpt["config"] = {**FORMAT_1_SETTINGS, **ckpt["config"]}
+        window = ckpt.get("log_window")
+        if torch.is_tensor(window) and 0 < len(window) < len(METRICS) + 1:
+            missing = len(METRICS) + 1 - len(window)
+            ckpt["log_window"] = torch.cat([window[:-1], window.new_zeros(missing), window[-1:]])
+        ckpt.setdefault("augment_p", torch.zeros(()))
+        ckpt.setdefault("best_fid", float("inf"))
+    if version <= 2:
+        ckpt.setdefault("lecam_anchors", torch.zeros(2))
+    ckpt["format"] = CHECKPOINT_FORMAT
     return ckpt
 
 

@@ -103,6 +103,10 @@ SETTINGS = {
         S("bcr", 0.0, "balanced consistency regularisation: weight of D's squared change in score when a real or "
           "fake image moves by up to 1/8 of its side (bCR, Zhao et al. 2021, used 10; 0: off)",
           number(low=0, high=1e4)),
+        S("lecam", 0.0, "LeCam regularisation (Tseng et al. 2021, for limited data): weight of the squared excess of "
+          "D's logits on real images over the moving average of its logits on fakes, and of that average on reals "
+          "over its logits on fakes (the paper used 0.3; 0: off)", number(low=0, high=1e4)),
+        S("lecam_decay", 0.99, "with --lecam: the decay of the moving averages of D's logits", DECAY),
         S("lr_schedule", "constant", "constant or linear: both learning rates fall linearly to 0 from "
           "--lr-decay-start of the run to its end", None, ("constant", "linear")),
         S("lr_decay_start", 0.5, "with --lr-schedule linear: the fraction of the planned iterations after "

@@ -21,7 +21,7 @@ SMALL = {**DEFAULTS, "res": 32, "ngf": 8, "ndf": 8, "batch_size": 8, "nz": 16, "
 CONFIGS = {
     "dcgan": {"flip": True},
     "levers": {"diffaug": "color,translation,cutout", "ema_kimg": 0.05, "d_steps": 2, "r1": 0.5, "r1_every": 4,
-               "mbstd": 4, "label_smooth": 0.9, "bcr": 1.0},
+               "mbstd": 4, "label_smooth": 0.9, "bcr": 1.0, "lecam": 0.3},
     "ada": {"diffaug": "color,translation,cutout", "ada_target": 0.2, "ada_kimg": 0.05, "ema_kimg": 0.05},
     "hinge-sn": {"loss": "hinge", "d_norm": "spectral", "ema": 0.9, "g_steps": 2},
     "wgan-gp": {"loss": "wgan-gp", "d_norm": "none", "d_steps": 2},

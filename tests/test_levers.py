@@ -64,6 +64,40 @@ def test_bcr_adds_its_weighted_penalty_to_the_d_update():
     assert with_bcr.item() - plain.item() == pytest.approx(10.0 * penalty.item(), rel=1e-4)
 
 
+def test_lecam_penalty_and_its_moving_averages():
+    """LeCam: relu(D(x) - avg fake)^2 + relu(avg real - D(G(z)))^2, and each D update moves the averages."""
+    real_logits, fake_logits = torch.tensor([1.0, 3.0]), torch.tensor([-2.0, 0.5])
+    anchors = torch.tensor([2.0, 0.0])  # (average on reals, average on fakes)
+    expected = ((1.0**2 + 3.0**2) / 2) + ((4.0**2 + 1.5**2) / 2)
+    assert losses.lecam_penalty(real_logits, fake_logits, anchors).item() == pytest.approx(expected)
+    cfg = {**DEFAULTS, "loss": "hinge", "lecam": 0.5, "lecam_decay": 0.9}
+    w = torch.randn(3, 8, 8)
+    real, fake = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)
+    plain, _, _ = d_update(make_optimizer(LinearCritic(w).parameters(), cfg, 0.0), LinearCritic(w), None, real, fake,
+                           {**cfg, "lecam": 0.0})
+    anchors = torch.tensor([0.3, -0.2])
+    critic = LinearCritic(w)
+    with_lecam, real_logits, fake_logits = d_update(make_optimizer(critic.parameters(), cfg, 0.0), critic, None,
+                                                    real, fake, cfg, lecam_anchors=anchors)
+    penalty = losses.lecam_penalty(real_logits, fake_logits, torch.tensor([0.3, -0.2]))
+    assert with_lecam.item() - plain.item() == pytest.approx(0.5 * penalty.item(), rel=1e-4)
+    moved = 0.9 * torch.tensor([0.3, -0.2]) + 0.1 * torch.stack([real_logits.mean(), fake_logits.mean()])
+    assert torch.allclose(anchors, moved.detach())
+
+
+def test_a_lecam_run_resumes_exactly(tmp_path):
+    """The averages are part of the checkpoint: 2 + 2 iterations equal 4."""
+    flags = [*TINY, "--lecam", "0.3", "--lecam-decay", "0.5"]
+    run_script("train.py", *flags, "--max-steps", "4", "--run", "whole", cwd=tmp_path)
+    run_script("train.py", *flags, "--max-steps", "2", "--run", "split", cwd=tmp_path)
+    run_script("train.py", *flags, "--max-steps", "4", "--run", "split", "--resume", "auto", cwd=tmp_path)
+    whole, split = (torch.load(tmp_path / "checkpoints" / run / "latest.pt", weights_only=True)
+                    for run in ("whole", "split"))
+    assert whole["lecam_anchors"].abs().sum() > 0 and torch.equal(whole["lecam_anchors"], split["lecam_anchors"])
+    for name, tensor in whole["D"].items():
+        assert torch.equal(tensor, split["D"][name]), name
+
+
 @pytest.mark.parametrize("batch", [32, 128])
 def test_ema_half_life_is_in_images_whatever_the_batch(batch):
     cfg = {**DEFAULTS, "ema_kimg": 10.0, "ema_rampup": 0.0, "batch_size": batch}

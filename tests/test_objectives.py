@@ -85,7 +85,7 @@ def test_diffaug_transforms_are_consistent_and_differentiable():
 
 
 @pytest.mark.parametrize("flags", [
-    ["--loss", "hinge"], ["--loss", "wgan", "--optim", "rmsprop", "--lr-d", "5e-5", "--d-steps", "2"],
+    ["--loss", "hinge", "--lecam", "0.3"], ["--loss", "wgan", "--optim", "rmsprop", "--lr-d", "5e-5", "--d-steps", "2"],
     ["--loss", "wgan-gp", "--d-norm", "none", "--beta1", "0", "--beta2", "0.9"],
     ["--d-norm", "spectral", "--ema", "0.99", "--diffaug", "color,translation,cutout"],
     ["--g-loss", "saturating", "--g-act", "leaky", "--init", "default"],

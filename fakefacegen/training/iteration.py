@@ -75,7 +75,8 @@ class Iteration:
             metrics = train_iteration(self.G, self.D, state.opt_g, state.opt_d, real_batches, cfg, self.noise,
                                       state.noise_generator, fresh_fakes=self.world.size > 1,
                                       first_d_update=state.step * cfg["d_steps"],
-                                      augment_p=state.augment_p if adaptive else None)
+                                      augment_p=state.augment_p if adaptive else None,
+                                      lecam_anchors=state.lecam_anchors)
         if adaptive:  # every process moves p by the same mean signal, so their augmentation stays the same
             signal = self.world.mean(metrics[METRICS.index("real_sign")].clone())
             diffaug.adapt_probability(state.augment_p, signal, cfg["ada_target"],
@@ -123,11 +124,12 @@ def r1_updates(cfg, first_d_update):
 
 
 def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None, fresh_fakes=False, first_d_update=0,
-                    augment_p=None):
+                    augment_p=None, lecam_anchors=None):
     """d_steps D updates (one real batch each), then g_steps G updates; returns (loss_d, loss_g, D(x), D(G(z)),
     the mean sign of D on reals, the augmentation probability) as one tensor (runs.METRICS). first_d_update: how
     many D updates came before, which decides where lazy R1 falls; augment_p: with --ada-target, the
-    probability that each --diffaug transform applies to an image (None: always, as --diffaug alone does).
+    probability that each --diffaug transform applies to an image (None: always, as --diffaug alone does);
+    lecam_anchors: with --lecam, the moving averages of D's logits (on reals, on fakes), updated in place.
 
     The first G update reuses the last fake batch D saw, as the DCGAN reference does, saving a G forward;
     under DistributedDataParallel (fresh_fakes) each G forward must meet its own backward, so D's fakes are
@@ -144,7 +146,8 @@ def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None
         with torch.set_grad_enabled(not fresh_fakes):
             fake = G(noise(batch))
         loss_d, real_logits, fake_logits = d_update(opt_d, critic, D, real, fake, cfg, generator, cfg["label_smooth"],
-                                                    cfg["r1"] * cfg["r1_every"] / 2 if r1_due else 0.0)
+                                                    cfg["r1"] * cfg["r1_every"] / 2 if r1_due else 0.0,
+                                                    lecam_anchors)
         real_sign = real_sign + diffaug.overfitting(real_logits) / len(real_batches)
     for g_step in range(cfg["g_steps"]):
         if g_step or fresh_fakes:
@@ -158,13 +161,15 @@ def train_iteration(G, D, opt_g, opt_d, real_batches, cfg, noise, generator=None
                         score(fake_logits.detach()).mean(), real_sign, applied.float()])
 
 
-def d_update(opt_d, critic, penalised, real, fake, cfg, generator=None, real_target=1.0, r1_weight=0.0):
+def d_update(opt_d, critic, penalised, real, fake, cfg, generator=None, real_target=1.0, r1_weight=0.0,
+             lecam_anchors=None):
     """One D update on a real and a fake batch under cfg's loss; returns (loss, real logits, fake logits).
 
     critic: what D's loss sees (D after any augmentation); penalised: what WGAN-GP's penalty differentiates
     (D itself). WGAN clips every weight the optimiser updates. real_target: BCE's target for real images
     (label smoothing below 1); r1_weight: the R1 penalty's weight in this update (0: none); cfg["bcr"]: the
-    weight of balanced consistency regularisation (0: none)."""
+    weight of balanced consistency regularisation (0: none); with cfg["lecam"], lecam_anchors are the moving
+    averages of D's logits (on reals, on fakes) the penalty reads, then moved by this update's logits."""
     real_logits, fake_logits = critic(real), critic(fake.detach())
     loss = losses.d_loss(cfg["loss"], real_logits, fake_logits, real_target)
     if r1_weight:
@@ -172,6 +177,10 @@ def d_update(opt_d, critic, penalised, real, fake, cfg, generator=None, real_tar
     if cfg["bcr"]:
         loss = loss + cfg["bcr"] * losses.consistency_penalty(critic, real, fake.detach(), real_logits, fake_logits,
                                                               generator)
+    if cfg["lecam"]:
+        loss = loss + cfg["lecam"] * losses.lecam_penalty(real_logits, fake_logits, lecam_anchors)
+        means = torch.stack([real_logits.detach().mean(), fake_logits.detach().mean()])
+        lecam_anchors.lerp_(means, 1 - cfg["lecam_decay"])  # in place: a CUDA graph replays the update
     if cfg["loss"] == "wgan-gp":
         loss = loss + cfg["gp_weight"] * losses.gradient_penalty(penalised, real, fake[:len(real)], generator)
     opt_d.zero_grad(set_to_none=True)

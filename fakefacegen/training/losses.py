@@ -1,5 +1,5 @@
 """GAN objectives on D's logits: DCGAN's BCE, hinge, WGAN (weight clipping) and WGAN-GP (gradient penalty),
-the R1 penalty on real images and balanced consistency regularisation.
+the R1 penalty on real images, balanced consistency and LeCam regularisation.
 
 Each loss is a pair: d_loss(real_logits, fake_logits) for D, g_loss(fake_logits) for G. D never applies a
 sigmoid itself; for BCE the logits go through binary_cross_entropy_with_logits, Sigmoid + BCE made stable.
@@ -56,6 +56,14 @@ def consistency_penalty(critic, real, fake, real_logits, fake_logits, generator=
     moved_real = critic(diffaug.translation(real, generator))
     moved_fake = critic(diffaug.translation(fake, generator))
     return (moved_real - real_logits).square().mean() + (moved_fake - fake_logits).square().mean()
+
+
+def lecam_penalty(real_logits, fake_logits, anchors):
+    """LeCam regularisation (Tseng et al. 2021, "Regularizing Generative Adversarial Networks under Limited
+    Data"): D's logits on reals are kept from rising above the moving average of its logits on fakes, and those
+    on fakes from falling below the average on reals, which bounds how far D can pull the two apart on a small
+    set. anchors: (average on reals, average on fakes)."""
+    return F.relu(real_logits - anchors[1]).square().mean() + F.relu(anchors[0] - fake_logits).square().mean()
 
 
 def clip_weights(params, limit):

@@ -7,6 +7,7 @@ the files, and converts those of an older format in one function, upgraded):
     epoch, batch_in_epoch, step               where the run is
     fixed_noise, rng, log_window, best_fid    the grid's noise, random states, unlogged metric sums, best FID
     augment_p                                 the adaptive augmentation's probability (--ada-target)
+    lecam_anchors                             LeCam's moving averages of D's logits (--lecam)
     config                                    every setting, so a sampler needs nothing but this file
     format                                    CHECKPOINT_FORMAT
 """
@@ -22,7 +23,7 @@ from fakefacegen.training.iteration import METRICS
 
 # The layout state_dict() writes; bumped when it changes, with the conversion in checkpoint.upgraded. Format 1
 # (no "format" key) is every checkpoint written before formats were numbered.
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 GRID_SIZE = 64  # the fixed noise: an 8x8 grid every epoch
 # Noise vectors per forward pass when G_eval's BatchNorm is recalibrated: on a GPU four passes for the default
 # --recal-samples 4096 (1,024 at once take about 0.5 GB while they pass at 64 px, 2 GB at 128 px).
@@ -72,6 +73,7 @@ class TrainState:
         self.epoch = self.batch_in_epoch = self.step = 0
         self.log_window = torch.zeros(len(METRICS) + 1, device=device)
         self.augment_p = torch.zeros((), device=device)  # --ada-target's probability, adapted on the device
+        self.lecam_anchors = torch.zeros(2, device=device)  # --lecam's moving averages of D's logits: real, fake
         self.best_fid = float("inf")
         self.device = torch.device(device)
 
@@ -90,7 +92,8 @@ class TrainState:
                  "opt_d": self.opt_d.state_dict(), "G_eval": G_eval.state_dict(), "epoch": self.epoch,
                  "batch_in_epoch": self.batch_in_epoch, "step": self.step, "fixed_noise": self.fixed_noise,
                  "rng": {"torch": torch.get_rng_state(), "noise": self.noise_generator.get_state()},
-                 "log_window": self.log_window, "augment_p": self.augment_p, "best_fid": self.best_fid,
+                 "log_window": self.log_window, "augment_p": self.augment_p, "lecam_anchors": self.lecam_anchors,
+                 "best_fid": self.best_fid,
                  "config": dict(self.cfg), "format": CHECKPOINT_FORMAT}
         if self.G_ema is not None:
             state["G_ema"] = self.G_ema.state_dict()
@@ -115,5 +118,6 @@ class TrainState:
                             "it there (--device), or start a new run") from None
         self.log_window = state["log_window"].to(self.device)
         self.augment_p = state["augment_p"].to(self.device)
+        self.lecam_anchors = state["lecam_anchors"].to(self.device)
         self.best_fid = state["best_fid"]
 
