@@ -13,7 +13,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from fakefacegen.checkpoint import load_training_checkpoint, save_checkpoint
+from fakefacegen.checkpoint import check_place_in_epoch, load_training_checkpoint, save_checkpoint
 from fakefacegen.cli import UserError, run
 from fakefacegen.collapse import CollapseWatch, data_spread
 from fakefacegen.data.training_data import TrainingData
@@ -56,7 +56,7 @@ def training_loop(cfg, given, world):
     """The run: set-up, then iterations until the epochs, --max-steps or --max-minutes are spent or Ctrl-C
     comes, saving as it goes (save() says what is written when)."""
     # Set-up: the state of a new run, or of the one --resume names with the settings it was trained with.
-    state = start_state(cfg, given, world)
+    state, resumed_from = start_state(cfg, given, world)
     cfg = state.cfg  # read-only from here on
     check_speed_flags(cfg, world.device, world.size)
     if world.main:
@@ -64,6 +64,8 @@ def training_loop(cfg, given, world):
     if cfg["tensorboard"]:
         summary_writer_class()  # a missing package stops the run here, in one line, before anything is written
     data = TrainingData(cfg, world)
+    if resumed_from:
+        check_place_in_epoch(state.batch_in_epoch, cfg["d_steps"], data.batches_per_epoch, resumed_from)
     iteration = Iteration(state, world, planned_iterations(cfg, data))
     if iteration.speed["cuda_graph"]:
         iteration = CudaGraphed(iteration)
@@ -116,9 +118,9 @@ def training_loop(cfg, given, world):
 
 
 def start_state(cfg, given, world):
-    """A new TrainState, or the one --resume names, with the settings it was trained with (and the flags given
-    now); its settings hold the run's name."""
-    ckpt = None
+    """(A new TrainState, or the one --resume names with the settings it was trained with and the flags given
+    now; the checkpoint's path or None). Its settings hold the run's name."""
+    ckpt = path = None
     if cfg["resume"]:
         path = find_resume_checkpoint(cfg["resume"], cfg, "run" in given)
         ckpt = load_training_checkpoint(path)
@@ -132,10 +134,10 @@ def start_state(cfg, given, world):
                         "or pick another --run")
     state = TrainState({**cfg, "run": run_name}, world.device)
     if ckpt is not None:
-        state.load_state_dict(ckpt)
+        state.load_state_dict(ckpt, path)
         if world.main:
             print(f"resuming {path} at epoch {state.epoch + 1}, iteration {state.step}")
-    return state
+    return state, path
 
 
 def planned_iterations(cfg, data):
