@@ -24,6 +24,7 @@ from fakefacegen.reports.report import draw_run_figures, environment
 from fakefacegen.reports.tensorboard_log import TensorBoardLog, summary_writer_class
 from fakefacegen.runs import (
     MetricsLog,
+    RunLock,
     checkpoint_dir,
     default_run_name,
     fid_real_set,
@@ -45,18 +46,19 @@ FIGURE_SECONDS = 10  # an epoch's grid, loss.png and report.html: at most this o
 
 def main(argv=None):
     cfg, given = parse_settings(argv, __doc__)
-    world = Distributed(cfg["device"])
+    world, lock = Distributed(cfg["device"]), RunLock()
     try:
-        training_loop(cfg, given, world)
+        training_loop(cfg, given, world, lock)
     finally:
+        lock.release()
         world.close()
 
 
-def training_loop(cfg, given, world):
+def training_loop(cfg, given, world, lock):
     """The run: set-up, then iterations until the epochs, --max-steps or --max-minutes are spent or Ctrl-C
     comes, saving as it goes (save() says what is written when)."""
     # Set-up: the state of a new run, or of the one --resume names with the settings it was trained with.
-    state, resumed_from = start_state(cfg, given, world)
+    state, resumed_from = start_state(cfg, given, world, lock)
     cfg = state.cfg  # read-only from here on
     check_speed_flags(cfg, world.device, world.size)
     if world.main:
@@ -117,9 +119,10 @@ def training_loop(cfg, given, world):
         farewell(state, outputs, data, stop)
 
 
-def start_state(cfg, given, world):
+def start_state(cfg, given, world, lock):
     """(A new TrainState, or the one --resume names with the settings it was trained with and the flags given
-    now; the checkpoint's path or None). Its settings hold the run's name."""
+    now; the checkpoint's path or None). Its settings hold the run's name, which `lock` holds for this process
+    from here on (rank 0's: under torchrun the ranks are one run)."""
     ckpt = path = None
     if cfg["resume"]:
         path = find_resume_checkpoint(cfg["resume"], cfg, "run" in given)
@@ -129,14 +132,16 @@ def start_state(cfg, given, world):
         raise UserError(f"--batch-size {cfg['batch_size']} is the global batch: make it a multiple of the "
                         f"{world.size} processes")
     run_name = world.same_on_all(cfg["run"] or default_run_name(cfg))  # the clocks of ranks may differ
+    state = TrainState({**cfg, "run": run_name}, world.device)
+    if ckpt is not None:
+        state.load_state_dict(ckpt, path)  # a part that does not fit the networks is refused before the lock
+    if world.main:
+        lock.take(run_name)  # before the check below: two new runs of one name cannot both pass it
     if ckpt is None and run_checkpoints(run_name):
         raise UserError(f"run {run_name} already exists: continue it with --resume auto --run {run_name}, "
                         "or pick another --run")
-    state = TrainState({**cfg, "run": run_name}, world.device)
-    if ckpt is not None:
-        state.load_state_dict(ckpt, path)
-        if world.main:
-            print(f"resuming {path} at epoch {state.epoch + 1}, iteration {state.step}")
+    if ckpt is not None and world.main:
+        print(f"resuming {path} at epoch {state.epoch + 1}, iteration {state.step}")
     return state, path
 
 

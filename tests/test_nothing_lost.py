@@ -8,7 +8,10 @@ import os
 import pickle
 import socket
 import stat
+import subprocess
+import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -347,6 +350,32 @@ def test_sampling_a_damaged_checkpoint_is_one_line(change, words, tiny_run, tmp_
     save_checkpoint([tmp_path / "x.pt"], change(torch.load(ckpt, weights_only=True)))
     result = run_script("generate.py", "--ckpt", tmp_path / "x.pt", "--device", "cpu", cwd=tmp_path, check=False)
     assert_one_line_error(result, words)
+
+
+# ---------------------------------------------------------------------------------------------- one owner per run
+
+def test_a_run_is_trained_by_one_process_and_resumes_after_its_kill(tmp_path):
+    """A train.py child trains run dup: a second train.py of that name, new or resuming, is refused in one line
+    naming the child; once the child is killed with SIGKILL the kernel has dropped its lock and the run resumes."""
+    latest = tmp_path / "checkpoints" / "dup" / "latest.pt"
+    child = subprocess.Popen([sys.executable, str(REPO / "train.py"), *TINY, "--run", "dup", "--max-steps", "100000",
+                              "--ckpt-minutes", "0.001"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while not latest.exists() and time.time() < deadline and child.poll() is None:
+            time.sleep(0.1)
+        assert latest.exists() and child.poll() is None, "the child should be training by now"
+        for resume in ([], ["--resume", "auto"]):
+            result = run_script("train.py", *TINY, "--run", "dup", "--max-steps", "2", *resume, cwd=tmp_path,
+                                check=False)
+            assert_one_line_error(result, f"run dup is being trained by process {child.pid}: wait for it")
+    finally:
+        child.kill()
+        child.wait()
+    step = torch.load(latest, weights_only=True)["step"]
+    resumed = run_script("train.py", *TINY, "--run", "dup", "--resume", "auto", "--max-steps", step + 1, cwd=tmp_path)
+    assert f"iteration {step}" in resumed.stdout and f"done: {step + 1} iterations" in resumed.stdout
 
 
 # ---------------------------------------------------------------------------------------------- smaller
