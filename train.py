@@ -45,18 +45,22 @@ FIGURE_SECONDS = 10  # an epoch's grid, loss.png and report.html: at most this o
 
 
 def main(argv=None):
+    """Train; a run stopped by Ctrl-C or SIGTERM ends, once saved, with the shell's status for that signal
+    (130, 143), so that a script can tell it from a finished run (0)."""
     cfg, given = parse_settings(argv, __doc__)
     world, lock = Distributed(cfg["device"]), RunLock()
     try:
-        training_loop(cfg, given, world, lock)
+        stopped_by = training_loop(cfg, given, world, lock)
     finally:
         lock.release()
         world.close()
+    if stopped_by:
+        raise SystemExit(128 + stopped_by)
 
 
 def training_loop(cfg, given, world, lock):
     """The run: set-up, then iterations until the epochs, --max-steps or --max-minutes are spent or Ctrl-C
-    comes, saving as it goes (save() says what is written when)."""
+    comes, saving as it goes (save() says what is written when). Returns the signal that stopped it, or None."""
     # Set-up: the state of a new run, or of the one --resume names with the settings it was trained with.
     state, resumed_from = start_state(cfg, given, world, lock)
     cfg = state.cfg  # read-only from here on
@@ -117,6 +121,7 @@ def training_loop(cfg, given, world, lock):
     world.check_in_sync(state.G, state.D)
     if world.main:
         farewell(state, outputs, data, stop)
+    return stop.signal
 
 
 def start_state(cfg, given, world, lock):
@@ -318,17 +323,22 @@ class Clock:
 
 
 class StopRequest:
-    """Ctrl-C / SIGTERM set a flag; the loop saves latest.pt at the end of the iteration and stops."""
+    """Ctrl-C / SIGTERM set a flag and record which came; the loop saves latest.pt at the end of the iteration
+    and stops, and main exits with that signal's status."""
 
     def __init__(self):
-        self.requested = False
+        self.requested, self.signal = False, None
         signal.signal(signal.SIGINT, self.handle)
         signal.signal(signal.SIGTERM, self.handle)
 
     def handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C means now
-            raise KeyboardInterrupt
-        self.requested = True
+        # A second Ctrl-C means now. Another signal after the first is the same request: compare.py's SIGTERM
+        # to a child that the terminal's Ctrl-C reached too must not cut its save short.
+        if self.requested:
+            if signum == self.signal:
+                raise KeyboardInterrupt
+            return
+        self.requested, self.signal = True, signum
 
 
 def farewell(state, outputs, data, stop):
