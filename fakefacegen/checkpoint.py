@@ -147,8 +147,8 @@ def check_count(value, part, path, high=None):
 def check_tensor(value, part, path, shape):
     """A float32 tensor of `shape` with finite values: what TrainState makes."""
     if not torch.is_tensor(value) or value.dtype != torch.float32 or tuple(value.shape) != shape:
-        what = f"a {value.dtype} tensor of shape {tuple(value.shape)}" if torch.is_tensor(value) else \
-            f"a {type(value).__name__}"
+        what = f"a {type(value).__name__}" if not torch.is_tensor(value) else \
+            f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
         raise damaged_part(path, part, f"is {what}, not a float32 tensor of shape {shape}")
     if not torch.isfinite(value).all():
         raise damaged_part(path, part, "holds NaN or infinite values")

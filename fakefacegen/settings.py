@@ -262,7 +262,8 @@ def check_saved_settings(config, path):
     try:
         check_settings({**DEFAULTS, **known})
     except UserError as err:
-        raise UserError(f"{path}: its settings do not go together: {err}") from None
+        raise UserError(f"{path}: its settings do not go together, which train.py never saves ({err}): resume "
+                        "from another file of the run, or start a new run") from None
     return config
 
 

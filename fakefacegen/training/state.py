@@ -164,6 +164,9 @@ def damaged_part(source, part, what):
 
 
 def brief(err):
-    """An exception's text on one line, shortened: torch's load errors put each tensor on a line of its own."""
-    text = " ".join(line.strip() for line in str(err).strip().splitlines())
-    return (text or type(err).__name__)[:200]
+    """An exception's first telling line: torch's load errors open with a header and put each tensor that does
+    not fit on a line of its own."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading"):
+        lines = lines[1:]
+    return (lines[0] if lines else type(err).__name__)[:240]
