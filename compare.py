@@ -27,6 +27,7 @@ from fakefacegen.reports.comparison import (
     exit_if_failed,
     images_seen,
     markdown_table,
+    outcome,
     parse_with_extra,
     plot,
     read_run,
@@ -65,7 +66,7 @@ def table(results):
     rows = []
     for r in results:
         if not r["rows"]:
-            rows.append([r["name"], f"failed (exit {r['code']})", "", "", "", "", ""])
+            rows.append([r["name"], outcome(r["code"]), "", "", "", "", ""])
             continue
         last = r["rows"][-10:]
         fid = f"{r['fid']:.1f}" if r["fid"] is not None else "-"

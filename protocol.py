@@ -62,6 +62,7 @@ from fakefacegen.reports.comparison import (
     exit_if_failed,
     images_seen,
     markdown_table,
+    outcome,
     parse_with_extra,
     plot,
     read_run,
@@ -247,7 +248,7 @@ def summary(config, runs):
     done = [r for r in runs if r["fid"] is not None]
     fids, kids = [r["fid"] for r in done], [r["kid"]["mean"] for r in done]
     precisions, recalls = ([r["precision_recall"][key] for r in done] for key in ("precision", "recall"))
-    failed = [f"seed {r['seed']} failed (exit {r['code']})" for r in runs if r["code"] != 0]
+    failed = [f"seed {r['seed']} {outcome(r['code'])}" for r in runs if r["code"] != 0]
     row = [Path(config).stem, ",".join(str(r["seed"]) for r in runs), max(r["iterations"] for r in runs),
            max(r["images_seen"] for r in runs), f"{np.mean([r['train_seconds'] for r in runs]) / 60:.1f}",
            mean_sd(fids, 2), " / ".join(f"{f:.2f}" for f in fids) + ("; " if fids and failed else "")

@@ -16,7 +16,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from fakefacegen.checkpoint import load_training_checkpoint, save_checkpoint
+from fakefacegen.checkpoint import check_place_in_epoch, load_training_checkpoint, save_checkpoint
 from fakefacegen.cli import UserError, run
 from fakefacegen.collapse import CollapseWatch, data_spread
 from fakefacegen.data.training_data import TrainingData
@@ -27,6 +27,7 @@ from fakefacegen.reports.report import draw_run_figures, environment
 from fakefacegen.reports.tensorboard_log import TensorBoardLog, summary_writer_class
 from fakefacegen.runs import (
     MetricsLog,
+    RunLock,
     checkpoint_dir,
     default_run_name,
     fid_real_set,
@@ -47,19 +48,24 @@ FIGURE_SECONDS = 10  # an epoch's grid, loss.png and report.html: at most this o
 
 
 def main(argv=None):
+    """Train; a run stopped by Ctrl-C or SIGTERM ends, once saved, with the shell's status for that signal
+    (130, 143), so that a script can tell it from a finished run (0)."""
     cfg, given = parse_settings(argv, __doc__)
-    world = Distributed(cfg["device"])
+    world, lock = Distributed(cfg["device"]), RunLock()
     try:
-        training_loop(cfg, given, world)
+        stopped_by = training_loop(cfg, given, world, lock)
     finally:
+        lock.release()
         world.close()
+    if stopped_by:
+        raise SystemExit(128 + stopped_by)
 
 
-def training_loop(cfg, given, world):
+def training_loop(cfg, given, world, lock):
     """The run: set-up, then iterations until the epochs, --max-steps or --max-minutes are spent or Ctrl-C
-    comes, saving as it goes (save() says what is written when)."""
+    comes, saving as it goes (save() says what is written when). Returns the signal that stopped it, or None."""
     # Set-up: the state of a new run, or of the one --resume names with the settings it was trained with.
-    state = start_state(cfg, given, world)
+    state, resumed_from = start_state(cfg, given, world, lock)
     cfg = state.cfg  # read-only from here on
     check_speed_flags(cfg, world.device, world.size)
     if world.main:
@@ -67,6 +73,8 @@ def training_loop(cfg, given, world):
     if cfg["tensorboard"]:
         summary_writer_class()  # a missing package stops the run here, in one line, before anything is written
     data = TrainingData(cfg, world)
+    if resumed_from:
+        check_place_in_epoch(state.batch_in_epoch, cfg["d_steps"], data.batches_per_epoch, resumed_from)
     iteration = Iteration(state, world, planned_iterations(cfg, data))
     if iteration.speed["cuda_graph"]:
         iteration = CudaGraphed(iteration)
@@ -116,12 +124,14 @@ def training_loop(cfg, given, world):
     world.check_in_sync(state.G, state.D)
     if world.main:
         farewell(state, outputs, data, stop)
+    return stop.signal
 
 
-def start_state(cfg, given, world):
-    """A new TrainState, or the one --resume names, with the settings it was trained with (and the flags given
-    now); its settings hold the run's name."""
-    ckpt = None
+def start_state(cfg, given, world, lock):
+    """(A new TrainState, or the one --resume names with the settings it was trained with and the flags given
+    now; the checkpoint's path or None). Its settings hold the run's name, which `lock` holds for this process
+    from here on (rank 0's: under torchrun the ranks are one run)."""
+    ckpt = path = None
     if cfg["resume"]:
         path = find_resume_checkpoint(cfg["resume"], cfg, "run" in given)
         ckpt = load_training_checkpoint(path)
@@ -130,15 +140,17 @@ def start_state(cfg, given, world):
         raise UserError(f"--batch-size {cfg['batch_size']} is the global batch: make it a multiple of the "
                         f"{world.size} processes")
     run_name = world.same_on_all(cfg["run"] or default_run_name(cfg))  # the clocks of ranks may differ
+    state = TrainState({**cfg, "run": run_name}, world.device)
+    if ckpt is not None:
+        state.load_state_dict(ckpt, path)  # a part that does not fit the networks is refused before the lock
+    if world.main:
+        lock.take(run_name)  # before the check below: two new runs of one name cannot both pass it
     if ckpt is None and run_checkpoints(run_name):
         raise UserError(f"run {run_name} already exists: continue it with --resume auto --run {run_name}, "
                         "or pick another --run")
-    state = TrainState({**cfg, "run": run_name}, world.device)
-    if ckpt is not None:
-        state.load_state_dict(ckpt)
-        if world.main:
-            print(f"resuming {path} at epoch {state.epoch + 1}, iteration {state.step}")
-    return state
+    if ckpt is not None and world.main:
+        print(f"resuming {path} at epoch {state.epoch + 1}, iteration {state.step}")
+    return state, path
 
 
 def planned_iterations(cfg, data):
@@ -314,17 +326,22 @@ class Clock:
 
 
 class StopRequest:
-    """Ctrl-C / SIGTERM set a flag; the loop saves latest.pt at the end of the iteration and stops."""
+    """Ctrl-C / SIGTERM set a flag and record which came; the loop saves latest.pt at the end of the iteration
+    and stops, and main exits with that signal's status."""
 
     def __init__(self):
-        self.requested = False
+        self.requested, self.signal = False, None
         signal.signal(signal.SIGINT, self.handle)
         signal.signal(signal.SIGTERM, self.handle)
 
     def handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C means now
-            raise KeyboardInterrupt
-        self.requested = True
+        # A second Ctrl-C means now. Another signal after the first is the same request: compare.py's SIGTERM
+        # to a child that the terminal's Ctrl-C reached too must not cut its save short.
+        if self.requested:
+            if signum == self.signal:
+                raise KeyboardInterrupt
+            return
+        self.requested, self.signal = True, signum
 
 
 def farewell(state, outputs, data, stop):

@@ -6,6 +6,7 @@ load_checkpoint and load_generator also read a generator exported by `generate.p
 same dict with G_eval and config only, so every tool that samples takes either file.
 """
 import io
+import math
 import warnings
 from pathlib import Path
 
@@ -20,9 +21,9 @@ from fakefacegen.network import (
     discriminator_from_config,
     generator_from_config,
 )
-from fakefacegen.settings import check_saved
+from fakefacegen.settings import check_saved, check_saved_settings
 from fakefacegen.training.iteration import METRICS
-from fakefacegen.training.state import CHECKPOINT_FORMAT
+from fakefacegen.training.state import CHECKPOINT_FORMAT, GRID_SIZE, damaged_part, has_ema
 
 # The settings format 1 may lack, with the value that means "as before": such a checkpoint resumes and samples
 # as it was trained, whatever today's defaults.
@@ -30,7 +31,10 @@ FORMAT_1_SETTINGS = {"r1": 0.0, "r1_every": 16, "ema_kimg": 0.0, "ema_rampup": 0
                      "lr_decay_start": 0.5, "mbstd": 0, "label_smooth": 1.0, "tensorboard": False,
                      "ada_target": 0.0, "ada_kimg": 100.0}
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", EXPORT_SUFFIX)  # the files load_checkpoint reads
-TRAINING_KEYS = ("G", "D", "opt_g", "opt_d", "G_eval", "epoch", "step", "fixed_noise", "rng")  # what resuming needs
+# What resuming reads (G_ema too, with an EMA): train.py has written each of them since format 1.
+TRAINING_KEYS = ("G", "D", "opt_g", "opt_d", "G_eval", "epoch", "batch_in_epoch", "step", "fixed_noise", "rng",
+                 "log_window", "augment_p", "best_fid")
+NETWORK_PARTS = ("G", "D", "G_ema", "G_eval")
 
 
 def save_checkpoint(paths, state):
@@ -98,17 +102,120 @@ def upgraded(ckpt, path):
 
 
 def load_training_checkpoint(path):
-    """A checkpoint to resume from: one that holds the optimisers, not only a sampler."""
+    """A checkpoint to resume from: one that holds the optimisers, not only a sampler, each part checked."""
     ckpt = load_checkpoint(path)
     if "opt_d" not in ckpt:
         raise UserError(f"{path} holds no optimiser state (not a training checkpoint): resume from latest.pt "
                         "or an epoch_NNN.pt")
-    check_saved(ckpt["config"], path, G_ARCHITECTURE_KEYS + D_ARCHITECTURE_KEYS)
-    missing = [key for key in TRAINING_KEYS if key not in ckpt]
+    return checked_training_state(ckpt, path)
+
+
+def checked_training_state(ckpt, path):
+    """A training checkpoint checked like input before anything uses it: its settings by the rules of the flags,
+    then every part resuming reads, for presence, type, shape, range and finite numbers. What needs the networks
+    (the weights' and the optimiser states' shapes) is checked as TrainState.load_state_dict loads them, and the
+    place in the epoch, which needs the data, by check_place_in_epoch. Anything off is a UserError naming the
+    part and the file."""
+    config = check_saved_settings(ckpt["config"], path)
+    missing = [key for key in TRAINING_KEYS + (("G_ema",) if has_ema(config) else ()) if key not in ckpt]
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)}, which train.py always writes: it is damaged or was "
                         "not written by train.py; resume from another file of the run")
+    for part in NETWORK_PARTS:
+        if part in ckpt:
+            check_weights(ckpt[part], part, path)
+    for part in ("opt_g", "opt_d"):
+        check_optimizer_state(ckpt[part], part, path)
+    check_count(ckpt["step"], "step", path)
+    check_count(ckpt["epoch"], "epoch", path, config["epochs"])
+    check_count(ckpt["batch_in_epoch"], "batch_in_epoch", path)
+    check_tensor(ckpt["fixed_noise"], "fixed_noise", path, (GRID_SIZE, config["nz"]))
+    check_tensor(ckpt["log_window"], "log_window", path, (len(METRICS) + 1,))
+    check_tensor(ckpt["augment_p"], "augment_p", path, ())
+    if not 0 <= ckpt["augment_p"].item() <= 1:
+        raise damaged_part(path, "augment_p", f"is {ckpt['augment_p'].item():g}, not a probability from 0 to 1")
+    best = ckpt["best_fid"]
+    if not isinstance(best, (int, float)) or isinstance(best, bool) or math.isnan(best) or best < 0:
+        raise damaged_part(path, "best_fid", f"is {repr(best)[:40]}, not a FID (a number from 0, or inf)")
+    check_rng(ckpt["rng"], path)
     return ckpt
+
+
+def check_count(value, part, path, high=None):
+    """A whole number from 0 (to `high`), as the loop counts."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (high is not None and value > high):
+        rule = f"from 0 to {high} (its epochs)" if high is not None else "from 0"
+        raise damaged_part(path, part, f"is {repr(value)[:40]}, not a whole number {rule}")
+
+
+def check_tensor(value, part, path, shape):
+    """A float32 tensor of `shape` with finite values: what TrainState makes."""
+    if not torch.is_tensor(value) or value.dtype != torch.float32 or tuple(value.shape) != shape:
+        what = f"a {type(value).__name__}" if not torch.is_tensor(value) else \
+            f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+        raise damaged_part(path, part, f"is {what}, not a float32 tensor of shape {shape}")
+    if not torch.isfinite(value).all():
+        raise damaged_part(path, part, "holds NaN or infinite values")
+
+
+def check_weights(state, part, path):
+    """A network's state dict: names to tensors, the floating ones finite (its shapes are checked against the
+    network as it loads)."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise damaged_part(path, part, f"is a {type(state).__name__}, not a network's weights (names to tensors)")
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise damaged_part(path, part, "holds NaN or infinite weights (the run diverged before it was saved)")
+
+
+def check_optimizer_state(saved, part, path):
+    """An optimiser's state dict: its groups (finite settings, parameter indices) and per-parameter state
+    (finite tensors and numbers); that it fits the parameters is checked as it loads."""
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or not isinstance(saved.get("state"), dict) or not groups or \
+            not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        raise damaged_part(path, part, "is not an optimiser's state (its state and param_groups)")
+    for group in groups:
+        for key, value in group.items():
+            if key != "params" and not finite(value):
+                raise damaged_part(path, part, f"has {key} = {str(value)[:40]} in a parameter group")
+    for index, param_state in saved["state"].items():
+        if not isinstance(param_state, dict):
+            raise damaged_part(path, part, f"holds a {type(param_state).__name__} as the state of parameter {index}")
+        for key, value in param_state.items():
+            if not finite(value):
+                raise damaged_part(path, part, f"holds NaN or infinite {key} for parameter {index}")
+
+
+def finite(value):
+    """False for a number, tensor or tuple of them holding NaN or infinity; True for anything else (a group's
+    flags, None)."""
+    if torch.is_tensor(value):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, (tuple, list)):
+        return all(finite(item) for item in value)
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def check_rng(rng, path):
+    """The random states: torch's CPU state and the noise generator's, byte tensors (the noise generator's
+    size depends on the device it ran on, which TrainState.load_state_dict checks)."""
+    if not isinstance(rng, dict) or any(key not in rng for key in ("torch", "noise")):
+        raise damaged_part(path, "rng", "lacks the torch and noise random states")
+    for key, size in (("torch", torch.get_rng_state().numel()), ("noise", None)):
+        state = rng[key]
+        if not torch.is_tensor(state) or state.dtype != torch.uint8 or state.dim() != 1 or \
+                (size is not None and state.numel() != size):
+            raise damaged_part(path, "rng", f"{key} state is not a random generator's state (a byte tensor"
+                               f"{f' of {size} bytes' if size else ''})")
+
+
+def check_place_in_epoch(batch_in_epoch, d_steps, batches_per_epoch, path):
+    """Where a resumed run is inside its epoch, against the data it trains on now: a whole group of d_steps
+    batches, before the epoch's end (past it, the loop would never finish the epoch)."""
+    if batch_in_epoch >= batches_per_epoch or batch_in_epoch % d_steps:
+        raise UserError(f"{path}: its batch_in_epoch is {batch_in_epoch}, but an epoch of this data is "
+                        f"{batches_per_epoch} batches, taken in groups of --d-steps {d_steps}: resume on the data "
+                        "the run was trained on, or from an epoch_NNN.pt of the run (it starts an epoch)")
 
 
 def generator_from_state(ckpt, path, device="cpu"):

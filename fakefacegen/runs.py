@@ -1,7 +1,9 @@
 """Where a run's files live: outputs/<run>/ (config.json, metrics.csv, samples/, plots) and
 checkpoints/<run>/ (latest.pt, epoch_NNN.pt, best.pt), relative to where the command runs."""
 import csv
+import fcntl
 import glob
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from fakefacegen.files import atomic_path, user_fixable_errors
 from fakefacegen.training.iteration import METRICS
 
 OUTPUTS, CHECKPOINTS = Path("outputs"), Path("checkpoints")
+LOCK_NAME = ".lock"  # in checkpoints/<run>/: held by the process that trains the run
 
 
 def output_dir(run):
@@ -35,6 +38,38 @@ def make_run_folders(run):
     for folder in (output_dir(run) / "samples", checkpoint_dir(run)):
         with user_fixable_errors(folder):
             folder.mkdir(parents=True, exist_ok=True)
+
+
+class RunLock:
+    """A run is owned by one process: an exclusive flock on checkpoints/<run>/.lock, held until release() (or
+    the process's end: the kernel drops the lock of a killed process, so a kill -9 leaves nothing to clean up).
+    The file holds the owner's PID, to name it to a second process, which is refused in one line."""
+
+    def __init__(self):
+        self.file = None
+
+    def take(self, run):
+        folder = checkpoint_dir(run)
+        with user_fixable_errors(folder / LOCK_NAME):
+            folder.mkdir(parents=True, exist_ok=True)
+            lock = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 - held open past this function, until release()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip()  # empty for the instant between the owner's flock and its write
+            lock.close()
+            raise UserError(f"run {run} is being trained by process {owner or 'another process'}: wait for it, "
+                            "or pick another --run") from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self.file = lock
+
+    def release(self):
+        if self.file is not None:
+            self.file.close()  # closing the last descriptor drops the flock
+            self.file = None
 
 
 def run_of_checkpoint(ckpt_path):

@@ -259,6 +259,21 @@ def check_saved(config, path, keys):
     return config
 
 
+def check_saved_settings(config, path):
+    """A training checkpoint's config by the rules of the flags: the architecture's keys present, every setting
+    it holds of its flag's type, choices and range (no NaN), and the settings together (check_settings). Keys
+    it lacks are today's defaults (settings_from_checkpoint), and keys no setting has are left out there."""
+    check_saved(config, path, G_ARCHITECTURE_KEYS + D_ARCHITECTURE_KEYS)
+    known = {key: value for key, value in config.items() if key in DEFAULTS}
+    check_values(build_parser(""), known, DEFAULTS, path)
+    try:
+        check_settings({**DEFAULTS, **known})
+    except UserError as err:
+        raise UserError(f"{path}: its settings do not go together, which train.py never saves ({err}): resume "
+                        "from another file of the run, or start a new run") from None
+    return config
+
+
 def settings_from_checkpoint(ckpt, path, cfg, given):
     """The checkpoint's settings, with the flags given now applied; flags that would change the networks or the
     optimisers' kind (what the saved weights and optimiser state are made of) are refused."""

@@ -8,7 +8,10 @@ import os
 import pickle
 import socket
 import stat
+import subprocess
+import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -25,7 +28,7 @@ import latent
 import preprocess
 import protocol
 from fakefacegen import files, settings
-from fakefacegen.checkpoint import load_generator, load_training_checkpoint
+from fakefacegen.checkpoint import load_generator, load_training_checkpoint, save_checkpoint
 from fakefacegen.cli import UserError, check_run_name, resolve_device
 from fakefacegen.data.dataloader import open_dataset
 from fakefacegen.data.image_files import find_images, parse_crop
@@ -264,6 +267,115 @@ def test_resume_auto_finds_an_epoch_checkpoint_when_latest_pt_was_never_written(
     result = run_script("train.py", *TINY, "--max-steps", "10", "--resume", "auto", "--run", "early", cwd=tmp_path)
     assert "epoch_001.pt" in result.stdout and "iteration 8" in result.stdout
     assert_one_line_error(train(tmp_path, "--run", "early"), "already exists")
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints as input
+
+def reshaped(weights):
+    """A network's weights with its first weight tensor of another shape (as from another width)."""
+    key = next(name for name in weights if name.endswith("weight"))
+    return {**weights, key: torch.zeros(weights[key].shape[0] + 1, *weights[key].shape[1:])}
+
+
+def first_state(opt, key, change):
+    """An optimiser's state with `key` of its first parameter changed."""
+    states = dict(opt["state"])
+    index = next(iter(states))
+    states[index] = {**states[index], key: change(states[index][key])}
+    return {**opt, "state": states}
+
+
+CRAFTED = {  # name: (what changes in a real tiny run's latest.pt, words its one-line refusal must hold)
+    "G-a-list": (lambda c: {**c, "G": list(c["G"].values())}, ["its G is a list"]),
+    "augment_p-text": (lambda c: {**c, "augment_p": "0.5"}, ["its augment_p is a str"]),
+    "step-text": (lambda c: {**c, "step": "6"}, ["its step is '6'"]),
+    "fixed_noise-shape": (lambda c: {**c, "fixed_noise": torch.zeros(64, 7)}, ["its fixed_noise", "(64, 100)"]),
+    "log_window-long": (lambda c: {**c, "log_window": torch.zeros(50)}, ["its log_window", "shape (50,)"]),
+    "D-shape": (lambda c: {**c, "D": reshaped(c["D"])}, ["its D does not fit the network"]),
+    "G-shape": (lambda c: {**c, "G": reshaped(c["G"])}, ["its G does not fit the network"]),
+    "G_ema-shape": (lambda c: {**c, "G_ema": reshaped(c["G_ema"])}, ["its G_ema does not fit the network"]),
+    "opt_d-no-state": (lambda c: {**c, "opt_d": {**c["opt_d"], "state": {}}}, ["its opt_d lacks step, exp_avg"]),
+    "opt_g-empty": (lambda c: {**c, "opt_g": {}}, ["its opt_g is not an optimiser's state"]),
+    "opt_g-groups": (lambda c: {**c, "opt_g": {**c["opt_g"], "param_groups": c["opt_g"]["param_groups"] * 2}},
+                     ["its opt_g does not fit the optimiser"]),
+    "exp_avg-shape": (lambda c: {**c, "opt_d": first_state(c["opt_d"], "exp_avg", lambda t: t.flatten()[:3])},
+                      ["its opt_d holds exp_avg of shape (3,)"]),
+    "exp_avg_sq-inf": (lambda c: {**c, "opt_g": first_state(c["opt_g"], "exp_avg_sq", lambda t: t + float("inf"))},
+                       ["its opt_g holds NaN or infinite exp_avg_sq"]),
+    "rng-missing": (lambda c: {**c, "rng": {}}, ["its rng lacks"]),
+    "rng-floats": (lambda c: {**c, "rng": {**c["rng"], "torch": c["rng"]["torch"].float()}}, ["its rng torch state"]),
+    "lr-nan": (lambda c: {**c, "config": {**c["config"], "lr_g": float("nan")}}, ["lr_g in", "not nan"]),
+    "loss-zzz": (lambda c: {**c, "config": {**c["config"], "loss": "zzz"}}, ["loss = 'zzz' in", "not one of"]),
+    "settings-clash": (lambda c: {**c, "config": {**c["config"], "loss": "wgan-gp"}}, ["do not go together"]),
+    "ema-without-G_ema": (lambda c: {k: v for k, v in c.items() if k != "G_ema"}, ["lacks G_ema"]),
+    "step-negative": (lambda c: {**c, "step": -3}, ["its step is -3"]),
+    "epoch-negative": (lambda c: {**c, "epoch": -4}, ["its epoch is -4", "from 0 to 25"]),
+    "epoch-past-the-end": (lambda c: {**c, "epoch": 26}, ["its epoch is 26"]),
+    "batch_in_epoch-huge": (lambda c: {**c, "batch_in_epoch": 10**6}, ["batch_in_epoch is 1000000", "8 batches"]),
+    "batch_in_epoch-negative": (lambda c: {**c, "batch_in_epoch": -1}, ["its batch_in_epoch is -1"]),
+    "best_fid-nan": (lambda c: {**c, "best_fid": float("nan")}, ["its best_fid"]),
+    "weights-nan": (lambda c: {**c, "D": {k: v * float("nan") for k, v in c["D"].items()}}, ["its D holds NaN"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED))
+def test_every_part_of_a_checkpoint_is_checked_like_input(name, tiny_run, tmp_path):
+    """A real checkpoint with one part altered: resuming it is one line naming the part and the file."""
+    _, ckpt = tiny_run
+    change, words = CRAFTED[name]
+    saved = torch.load(ckpt, weights_only=True)
+    save_checkpoint([tmp_path / "x.pt"], change(saved))
+    before = (tmp_path / "x.pt").read_bytes()
+    # --data-on-device off: no progress bar while the data loads (the place in the epoch is checked after it)
+    result = run_script("train.py", *TINY, "--resume", tmp_path / "x.pt", "--max-steps", "7", "--data-on-device",
+                        "off", cwd=tmp_path, check=False)
+    assert_one_line_error(result, str(tmp_path / "x.pt"), *words)
+    written = [p.name for p in tmp_path.rglob("*") if p.is_file() and p.name not in ("x.pt", ".lock")]
+    assert written == [] and (tmp_path / "x.pt").read_bytes() == before  # refused before anything is written
+
+
+def test_the_checks_let_a_real_checkpoint_resume(tiny_run, tmp_path):
+    _, ckpt = tiny_run
+    save_checkpoint([tmp_path / "x.pt"], torch.load(ckpt, weights_only=True))
+    result = run_script("train.py", *TINY, "--resume", tmp_path / "x.pt", "--max-steps", "7", cwd=tmp_path)
+    assert "resuming" in result.stdout and "done: 7 iterations" in result.stdout
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda c: {**c, "G_eval": reshaped(c["G_eval"])}, "do not fit the architecture"),
+    (lambda c: {**c, "G_eval": {k: v * float("inf") for k, v in c["G_eval"].items()}}, "NaN or infinite"),
+], ids=["shape", "inf"])
+def test_sampling_a_damaged_checkpoint_is_one_line(change, words, tiny_run, tmp_path):
+    _, ckpt = tiny_run
+    save_checkpoint([tmp_path / "x.pt"], change(torch.load(ckpt, weights_only=True)))
+    result = run_script("generate.py", "--ckpt", tmp_path / "x.pt", "--device", "cpu", cwd=tmp_path, check=False)
+    assert_one_line_error(result, words)
+
+
+# ---------------------------------------------------------------------------------------------- one owner per run
+
+def test_a_run_is_trained_by_one_process_and_resumes_after_its_kill(tmp_path):
+    """A train.py child trains run dup: a second train.py of that name, new or resuming, is refused in one line
+    naming the child; once the child is killed with SIGKILL the kernel has dropped its lock and the run resumes."""
+    latest = tmp_path / "checkpoints" / "dup" / "latest.pt"
+    child = subprocess.Popen([sys.executable, str(REPO / "train.py"), *TINY, "--run", "dup", "--max-steps", "100000",
+                              "--ckpt-minutes", "0.001"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while not latest.exists() and time.time() < deadline and child.poll() is None:
+            time.sleep(0.1)
+        assert latest.exists() and child.poll() is None, "the child should be training by now"
+        for resume in ([], ["--resume", "auto"]):
+            result = run_script("train.py", *TINY, "--run", "dup", "--max-steps", "2", *resume, cwd=tmp_path,
+                                check=False)
+            assert_one_line_error(result, f"run dup is being trained by process {child.pid}: wait for it")
+    finally:
+        child.kill()
+        child.wait()
+    step = torch.load(latest, weights_only=True)["step"]
+    resumed = run_script("train.py", *TINY, "--run", "dup", "--resume", "auto", "--max-steps", step + 1, cwd=tmp_path)
+    assert f"iteration {step}" in resumed.stdout and f"done: {step + 1} iterations" in resumed.stdout
 
 
 # ---------------------------------------------------------------------------------------------- smaller

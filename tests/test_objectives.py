@@ -15,6 +15,7 @@ from PIL import Image
 
 import train
 from fakefacegen.network import Discriminator, Generator, init_dcgan
+from fakefacegen.reports.comparison import exit_if_failed, outcome
 from fakefacegen.settings import DEFAULTS
 from fakefacegen.training import diffaug, losses
 from fakefacegen.training.iteration import train_iteration, update_ema
@@ -166,6 +167,20 @@ def test_stopping_compare_stops_its_training_run(tmp_path):
     proc.wait(timeout=120)
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert (tmp_path / "checkpoints" / "compare-demo" / "latest.pt").is_file()  # the child saved on its way out
+
+
+def test_a_run_stopped_by_a_signal_is_reported_as_stopped_not_failed(capsys):
+    """compare.py and protocol.py go on after a child a signal stopped (it saved; running the command again
+    resumes it), say so, and end with the stop's status; a failure still wins with status 1."""
+    assert outcome(143) == "stopped by SIGTERM (exit 143; run the command again to resume it)"
+    assert outcome(2) == "failed (exit 2)"
+    with pytest.raises(SystemExit) as stopped:
+        exit_if_failed([{"name": "a", "code": 0}, {"name": "b", "code": 143}])
+    assert stopped.value.code == 143 and "1 of 2 runs were stopped before their budget (b)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as failed:
+        exit_if_failed([{"name": "a", "code": 2}, {"name": "b", "code": 130}])
+    assert failed.value.code == 1 and "1 of 2 runs failed: a (exit 2)" in capsys.readouterr().err
+    exit_if_failed([{"name": "a", "code": 0}])
 
 
 def child_pids(pid):

@@ -107,7 +107,7 @@ def test_two_processes_with_gloo_train_in_sync_and_resume(tmp_path):
     assert first.stdout.count("weights identical on all 2 processes") == 1
     assert first.stdout.count("done: 4 iterations") == 1  # only rank 0 reports and writes
     assert [int(s) for s, _, _ in losses_of(tmp_path / "outputs" / "ddp" / "metrics.csv")] == [1, 2, 3, 4]
-    assert sorted(p.name for p in (tmp_path / "checkpoints" / "ddp").iterdir()) == ["latest.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "ddp").iterdir()) == [".lock", "latest.pt"]
 
     second = torchrun(tmp_path, "--max-steps", "7", "--run-name", "ddp", "--resume", "auto")
     assert "resuming" in second.stdout and "weights identical on all 2 processes" in second.stdout

@@ -187,7 +187,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert last.startswith("error: cannot write") and "latest.pt" in last and "intact" in last, last
     assert load(latest)["step"] == 2
-    assert not [p.name for p in latest.parent.iterdir() if p.name.startswith(".")]
+    assert not [p.name for p in latest.parent.iterdir() if p.name.startswith(".") and p.name != ".lock"]
 
 
 WRITE_FOREVER = """
@@ -263,12 +263,37 @@ def test_a_stop_during_an_epochs_save_still_writes_latest(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
-        train.main([*TINY, "--toy-size", "64", "--epochs", "3", "--run", "s"])
+        with pytest.raises(SystemExit) as stopped:
+            train.main([*TINY, "--toy-size", "64", "--epochs", "3", "--run", "s"])
     finally:
         signal.signal(signal.SIGINT, handlers[0])
         signal.signal(signal.SIGTERM, handlers[1])
+    assert stopped.value.code == 128 + signal.SIGTERM
     assert saves == [False, True]  # the epoch's save did not write latest.pt; the stop did
     assert load(tmp_path / "checkpoints" / "s" / "latest.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGTERM], [signal.SIGINT, signal.SIGTERM]],
+                         ids=["SIGINT", "SIGTERM", "SIGINT-then-SIGTERM"])
+def test_a_stopped_run_saves_and_exits_with_the_signals_status(signals, tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM at iteration 2: latest.pt is saved there, the exit status is 130 or 143 (not 0, which
+    says the run finished), and the run resumes. A SIGTERM after Ctrl-C (compare.py stopping a child that the
+    terminal's Ctrl-C reached too) does not cut the save short: only the same signal twice means now."""
+    def log_and_get_stopped(state, *args):
+        original_log_line(state, *args)
+        if state.step == 2:
+            for signum in signals:
+                os.kill(os.getpid(), signum)
+
+    original_log_line = train.write_log_line
+    monkeypatch.setattr(train, "write_log_line", log_and_get_stopped)
+    stopped = run_script("train.py", *TINY, "--max-steps", "6", "--run", "s", cwd=tmp_path, check=False)
+    assert stopped.returncode == 128 + signals[0], stopped.stderr[-2000:]
+    assert "stopped at iteration 2; continue with" in stopped.stdout and "Traceback" not in stopped.stderr
+    assert load(tmp_path / "checkpoints" / "s" / "latest.pt")["step"] == 2
+    monkeypatch.setattr(train, "write_log_line", original_log_line)
+    resumed = run_script("train.py", *TINY, "--resume", "auto", "--run", "s", "--max-steps", "3", cwd=tmp_path)
+    assert "done: 3 iterations" in resumed.stdout
 
 
 @pytest.mark.parametrize("seconds, drawn", [(1e9, [1, 6]), (0, [1, 2, 3, 4, 5, 6])])

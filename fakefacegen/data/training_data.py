@@ -29,13 +29,15 @@ class TrainingData:
         where = "on the device" if on_device else f"through {cfg['workers']} loader workers"
         self.description = f"{self.dataset.description}, read {where}"
         self.skipped = 0
+        # The batches an epoch uses: its whole batches (epoch_batches drops a partial one) in whole groups of d_steps.
+        self.batches_per_epoch = len(self.dataset) // cfg["batch_size"] // cfg["d_steps"] * cfg["d_steps"]
 
     def epoch(self, epoch, start):
         """(iterations in the epoch, an iterator over this rank's d_steps-batch groups from batch `start` on)."""
         cfg = self.cfg
         every_rank = dataloader.epoch_batches(len(self.dataset), cfg["batch_size"], cfg["seed"], epoch)
         batches = self.world.shard(every_rank.T).T.contiguous()  # this rank's share of each batch, in one block
-        end = len(batches) // cfg["d_steps"] * cfg["d_steps"]  # a last partial group is dropped
+        end = self.batches_per_epoch  # a last partial group is dropped
         loader = iter(dataloader.epoch_loader(self.device_images, self.loader, batches[start:end]))
         return end // cfg["d_steps"], self.groups(loader, (end - start) // cfg["d_steps"])
 

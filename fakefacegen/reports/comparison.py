@@ -19,6 +19,8 @@ from fakefacegen.settings import parse_settings
 PR_SET_PDEATHSIG = 1  # from Linux's <sys/prctl.h>
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
 EPOCHS_WITHOUT_END = 100_000  # what a compared run is given: its budget in iterations or minutes ends it first
+# train.py's exit statuses after it saved a run that a signal stopped: the run resumes, it did not fail.
+STOPPED = {128 + signal.SIGINT: "Ctrl-C", 128 + signal.SIGTERM: "SIGTERM"}
 
 
 def run_names(configs, prefix, tag="", suffixes=("",)):
@@ -100,13 +102,28 @@ def stop_on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def outcome(code):
+    """A child's exit status as the tables say it: a run stopped by a signal was saved and resumes when the
+    same command runs again, which a failure does not promise."""
+    if code in STOPPED:
+        return f"stopped by {STOPPED[code]} (exit {code}; run the command again to resume it)"
+    return f"failed (exit {code})"
+
+
 def exit_if_failed(results):
-    """After the tables are written: the runs that failed (their `name` and exit `code`), one line on
-    stderr, exit status 1."""
-    failed = [f"{r['name']} (exit {r['code']})" for r in results if r["code"] != 0]
+    """After the tables are written: the runs that failed (their `name` and exit `code`), one line on stderr,
+    exit status 1; else the runs a signal stopped before their budget, one line and the stop's own status (130,
+    143), as train.py's: not finished, not crashed."""
+    failed = [f"{r['name']} (exit {r['code']})" for r in results if r["code"] not in (0, *STOPPED)]
+    stopped = [r for r in results if r["code"] in STOPPED]
     if failed:
         print(f"error: {len(failed)} of {len(results)} runs failed: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)
+    if stopped:
+        print(f"stopped: {len(stopped)} of {len(results)} runs were stopped before their budget "
+              f"({', '.join(r['name'] for r in stopped)}); they are saved: run the same command again to resume "
+              "them", file=sys.stderr)
+        sys.exit(stopped[0]["code"])
 
 
 def read_run(name):

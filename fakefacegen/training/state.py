@@ -99,13 +99,19 @@ class TrainState:
             state["G_ema"] = self.G_ema.state_dict()
         return state
 
-    def load_state_dict(self, state):
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        if self.G_ema is not None:
-            self.G_ema.load_state_dict(state["G_ema"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+    def load_state_dict(self, state, source="the checkpoint"):
+        """A checkpoint's state (checkpoint.checked_training_state has checked its types, ranges and finite
+        numbers), with what needs the networks checked as it loads: the weights' and the optimiser states'
+        shapes. A part that does not fit is a UserError naming it and `source`."""
+        for part, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            if module is not None:
+                try:
+                    module.load_state_dict(state[part])
+                except RuntimeError as err:  # missing, unexpected or differently shaped tensors
+                    raise damaged_part(source, part, f"does not fit the network its config builds "
+                                       f"({brief(err)})") from None
+        self.load_optimizer(self.opt_g, state["opt_g"], "opt_g", source, trained=state["step"] > 0)
+        self.load_optimizer(self.opt_d, state["opt_d"], "opt_d", source, trained=state["step"] > 0)
         set_hyperparameters(self.opt_g, self.cfg, self.cfg["lr_g"])
         set_hyperparameters(self.opt_d, self.cfg, self.cfg["lr_d"])
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
@@ -121,3 +127,50 @@ class TrainState:
         self.lecam_anchors = state["lecam_anchors"].to(self.device)
         self.best_fid = state["best_fid"]
 
+    def load_optimizer(self, optimizer, saved, part, source, trained):
+        """An optimiser's saved state, refused unless it fits the parameters: one group per group, a state for
+        every parameter once the run has trained (where the optimiser keeps one), of the parameter's shape.
+        torch checks the groups' sizes but not the states' shapes, which would fail at the first step."""
+        try:
+            optimizer.load_state_dict(saved)
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise damaged_part(source, part, f"does not fit the optimiser of the networks its config builds "
+                               f"({brief(err)})") from None
+        for group in optimizer.param_groups:
+            kept = optimizer_state_keys(self.cfg["optim"], group)
+            for index, param in enumerate(group["params"]):
+                param_state = optimizer.state.get(param, {})
+                lacking = [key for key in kept if key not in param_state]
+                if trained and lacking:
+                    raise damaged_part(source, part, f"lacks {', '.join(lacking)} of parameter {index}, which "
+                                       "every iteration writes")
+                for key, value in param_state.items():
+                    fits = not torch.is_tensor(value) or (value.numel() == 1 if key == "step" else
+                                                          value.shape == param.shape)
+                    if not fits:
+                        raise damaged_part(source, part, f"holds {key} of shape {tuple(value.shape)} for a "
+                                           f"parameter of shape {tuple(param.shape)}")
+
+
+def optimizer_state_keys(optim, group):
+    """What the optimiser keeps per parameter once it has stepped: SGD without momentum keeps nothing."""
+    if optim == "adam":
+        return ("step", "exp_avg", "exp_avg_sq")
+    if optim == "rmsprop":
+        return ("step", "square_avg")
+    return ("momentum_buffer",) if group.get("momentum") else ()
+
+
+def damaged_part(source, part, what):
+    """The one-line refusal of a checkpoint part: `source` names the file."""
+    return UserError(f"{source}: its {part} {what}, so it is damaged or was not written by train.py: resume from "
+                     "another file of the run (latest.pt or an epoch_NNN.pt), or start a new run")
+
+
+def brief(err):
+    """An exception's first telling line: torch's load errors open with a header and put each tensor that does
+    not fit on a line of its own."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading"):
+        lines = lines[1:]
+    return (lines[0] if lines else type(err).__name__)[:240]
