@@ -33,7 +33,7 @@ FORMAT_1_SETTINGS = {"r1": 0.0, "r1_every": 16, "ema_kimg": 0.0, "ema_rampup": 0
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", EXPORT_SUFFIX)  # the files load_checkpoint reads
 # What resuming reads (G_ema too, with an EMA): train.py has written each of them since format 1.
 TRAINING_KEYS = ("G", "D", "opt_g", "opt_d", "G_eval", "epoch", "batch_in_epoch", "step", "fixed_noise", "rng",
-                 "log_window", "augment_p", "best_fid")
+                 "log_window", "augment_p", "lecam_anchors", "best_fid")
 NETWORK_PARTS = ("G", "D", "G_ema", "G_eval")
 
 
@@ -132,6 +132,7 @@ def checked_training_state(ckpt, path):
     check_tensor(ckpt["fixed_noise"], "fixed_noise", path, (GRID_SIZE, config["nz"]))
     check_tensor(ckpt["log_window"], "log_window", path, (len(METRICS) + 1,))
     check_tensor(ckpt["augment_p"], "augment_p", path, ())
+    check_tensor(ckpt["lecam_anchors"], "lecam_anchors", path, (2,))
     if not 0 <= ckpt["augment_p"].item() <= 1:
         raise damaged_part(path, "augment_p", f"is {ckpt['augment_p'].item():g}, not a probability from 0 to 1")
     best = ckpt["best_fid"]

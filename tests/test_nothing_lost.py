@@ -288,6 +288,8 @@ def first_state(opt, key, change):
 CRAFTED = {  # name: (what changes in a real tiny run's latest.pt, words its one-line refusal must hold)
     "G-a-list": (lambda c: {**c, "G": list(c["G"].values())}, ["its G is a list"]),
     "augment_p-text": (lambda c: {**c, "augment_p": "0.5"}, ["its augment_p is a str"]),
+    "lecam_anchors-nan": (lambda c: {**c, "lecam_anchors": torch.tensor([float("nan"), 0.0])},
+                          ["its lecam_anchors holds NaN"]),
     "step-text": (lambda c: {**c, "step": "6"}, ["its step is '6'"]),
     "fixed_noise-shape": (lambda c: {**c, "fixed_noise": torch.zeros(64, 7)}, ["its fixed_noise", "(64, 100)"]),
     "log_window-long": (lambda c: {**c, "log_window": torch.zeros(50)}, ["its log_window", "shape (50,)"]),
