@@ -127,7 +127,8 @@ def test_compare_draws_every_config_on_one_figure(tmp_path):
     # earlier comparison's files are replaced only with --force.
     kept = run_script("compare.py", *configs, "--steps", "3", "--out", "cmp", "--", *TINY, cwd=tmp_path, check=False)
     assert_one_line_error(kept, "earlier comparison", "--force")
-    again = run_script("compare.py", *configs, "--steps", "3", "--out", "cmp", "--force", "--", *TINY, cwd=tmp_path)
+    again = run_script("compare.py", *configs, "--steps", "3", "--out", "cmp", "--force", "--", *TINY, cwd=tmp_path,
+                       separate=True)  # its train.py children print to the process's own stdout
     assert again.stdout.count("already at iteration 3") == 2
     assert (tmp_path / "cmp" / "comparison.md").read_text().splitlines() == table
 
