@@ -132,10 +132,15 @@ def plan_runs(args, held, split, extra):
     return plans
 
 
+def set_name(args):
+    """The held-out set's name: --set, else the official split's with --celeba, else the development set's."""
+    return args.set or ("celeba64-official" if args.celeba else "celeba64")
+
+
 def pick_set(args):
     """The held-out set the flags ask for: a development set from --shared, or an official one from --celeba and
     --partition; flags of the other kind are refused."""
-    name = args.set or ("celeba64-official" if args.celeba else "celeba64")
+    name = set_name(args)
     pset = SETS[name]
     if pset.official:
         if not (args.celeba and args.partition):
@@ -288,11 +293,11 @@ def main(argv=None):
     for config in args.configs:
         if not Path(config).is_file():
             raise UserError(f"config {config} not found")
-    held = pick_set(args)
-    out = Path(args.out or f"outputs/protocol-{held.pset.name}")
+    out = Path(args.out or f"outputs/protocol-{set_name(args)}")
     # outputs/protocol-SET is the protocol's own: its table is rewritten as the runs resume; a folder the user
     # named keeps its files unless --force
     check_out_folder(out, WRITTEN, force=args.force if args.out else None)
+    held = pick_set(args)
     args.fid_n = args.fid_n or len(held.references)  # all of them: 4200 for celeba64, 2100 for anime64
     if args.fid_n > len(held.references):
         raise UserError(f"--fid-n {args.fid_n}: the held-out set holds {len(held.references)} faces")

@@ -67,7 +67,6 @@ def training_loop(cfg, given, world, lock):
     # Set-up: the state of a new run, or of the one --resume names with the settings it was trained with.
     state, resumed_from = start_state(cfg, given, world, lock)
     cfg = state.cfg  # read-only from here on
-    check_speed_flags(cfg, world.device, world.size)
     if world.main:
         make_run_folders(cfg["run"])
     if cfg["tensorboard"]:
@@ -139,6 +138,7 @@ def start_state(cfg, given, world, lock):
     if cfg["batch_size"] % world.size:
         raise UserError(f"--batch-size {cfg['batch_size']} is the global batch: make it a multiple of the "
                         f"{world.size} processes")
+    check_speed_flags(cfg, world.device, world.size)  # a speed setting this run cannot have: before any file
     run_name = world.same_on_all(cfg["run"] or default_run_name(cfg))  # the clocks of ranks may differ
     state = TrainState({**cfg, "run": run_name}, world.device)
     if ckpt is not None:

@@ -78,7 +78,7 @@ def mlp(n_in, n_out, width=128):
 
 def train_method(method, dataset, steps, seed, batch=256, nz=8):
     """Train one method; returns snapshots [(step, fake points, critic grid)] and [(step, covered modes)]."""
-    settings = METHODS[method]
+    settings = {"bcr": 0.0, "lecam": 0.0, **METHODS[method]}  # and the regularisers d_update reads, off
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     G, D = mlp(nz, 2), mlp(2, 1)

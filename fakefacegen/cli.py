@@ -143,15 +143,15 @@ def run(main):
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:  # before Exception, which would take it
+        if err.errno not in USER_FIXABLE or err.filename is None:
+            raise
+        print(f"error: {path_error(err)}", file=sys.stderr)
+        sys.exit(2)
     except Exception as err:
         if not is_out_of_memory(err):
             raise
         print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as err:
-        if err.errno not in USER_FIXABLE or err.filename is None:
-            raise
-        print(f"error: {path_error(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -110,6 +110,15 @@ def assert_one_line_error(result, *words):
         assert word in lines[0], (word, lines[0])
 
 
+@pytest.fixture(autouse=True)
+def torch_threads():
+    """Each test starts with the threads torch had: a command's main() run in-process may set its own (toy2d
+    trains on one), and the number of threads changes the rounding of a run's sums."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def feature_cache(tmp_path_factory):
     """The FID statistics the tests compute are cached in a temporary folder, never in the user's cache; the

@@ -48,6 +48,8 @@ def test_consistency_penalty_is_the_change_of_ds_score_under_translation():
     moved_real, moved_fake = (critic(diffaug.translation(x, drawn)) for x in (real, fake))
     expected = (moved_real - real_logits).square().mean() + (moved_fake - fake_logits).square().mean()
     assert penalty.item() == pytest.approx(expected.item(), rel=1e-6) and penalty.item() > 0
+    penalty.backward()  # it trains D: its gradient reaches D's weights
+    assert critic.weight.grad is not None and critic.weight.grad.abs().sum() > 0
 
 
 def test_bcr_adds_its_weighted_penalty_to_the_d_update():
@@ -80,6 +82,7 @@ def test_lecam_penalty_and_its_moving_averages():
     with_lecam, real_logits, fake_logits = d_update(make_optimizer(critic.parameters(), cfg, 0.0), critic, None,
                                                     real, fake, cfg, lecam_anchors=anchors)
     penalty = losses.lecam_penalty(real_logits, fake_logits, torch.tensor([0.3, -0.2]))
+    assert penalty.requires_grad  # it trains D
     assert with_lecam.item() - plain.item() == pytest.approx(0.5 * penalty.item(), rel=1e-4)
     moved = 0.9 * torch.tensor([0.3, -0.2]) + 0.1 * torch.stack([real_logits.mean(), fake_logits.mean()])
     assert torch.allclose(anchors, moved.detach())

@@ -114,7 +114,7 @@ def official_held_out(pset, celeba, partition, train_n=None):
     the first train_n photos of the train split sorted by name (all of them by default) to train on, the test
     split to measure against; the validation split is left alone."""
     celeba = Path(celeba)
-    split = read_partition(partition, celeba, list_source(celeba))
+    split = read_partition(partition, celeba, list_source(celeba)[0])
     if train_n is not None and train_n > len(split.train):
         raise UserError(f"--train-n {train_n:,}: the train split of {partition} holds {len(split.train):,} photos")
     stems = frozenset(stem(name) for name in split.test)

@@ -48,7 +48,6 @@ def r1_penalty(critic, real):
     return grad.float().flatten(1).square().sum(1).mean()
 
 
-@torch.no_grad()
 def consistency_penalty(critic, real, fake, real_logits, fake_logits, generator=None):
     """Balanced consistency regularisation (bCR, Zhao et al. 2021, "Improved Consistency Regularization for
     GANs"): D should score an image and its translated copy alike, real and fake both; the mean squared
@@ -66,6 +65,7 @@ def lecam_penalty(real_logits, fake_logits, anchors):
     return F.relu(real_logits - anchors[1]).square().mean() + F.relu(anchors[0] - fake_logits).square().mean()
 
 
+@torch.no_grad()
 def clip_weights(params, limit):
     """WGAN's Lipschitz constraint: every parameter of the critic into [-limit, limit]."""
     for p in params:
