@@ -81,7 +81,8 @@ def training_loop(cfg, given, world, lock):
     clock, stop = Clock(outputs.log.elapsed if outputs else 0.0), StopRequest()
     if world.main:
         announce(cfg, data, iteration, outputs, world)
-    stopping = world.any(budget_reached(state, clock))  # rank 0 alone knows the minutes trained before
+    # Rank 0 alone knows the minutes trained before; a run resumed after its last epoch has nothing to do either.
+    stopping = world.any(budget_reached(state, clock)) or state.epoch >= cfg["epochs"]
     if stopping and world.main:
         print(nothing_to_do(state, clock))
 
@@ -186,11 +187,13 @@ def nothing_to_do(state, clock):
     cfg, run_name = state.cfg, state.cfg["run"]
     if 0 < cfg["max_steps"] <= state.step:
         spent, flag = f"--max-steps {cfg['max_steps']}", f"--max-steps {2 * max(state.step, cfg['max_steps'])}"
-    else:
+    elif 0 < cfg["max_minutes"] <= clock.minutes():
         spent, flag = f"--max-minutes {cfg['max_minutes']:g}", f"--max-minutes {2 * cfg['max_minutes']:g}"
-    return (f"{run_name} is already at iteration {state.step} ({clock.minutes():.1f} training minutes), the budget "
-            f"of {spent} it was given: nothing to do. To train on, resume with a larger budget, e.g. python "
-            f"train.py --resume auto --run {run_name} {flag}")
+    else:
+        spent, flag = f"--epochs {cfg['epochs']}", f"--epochs {2 * max(state.epoch, cfg['epochs'])}"
+    return (f"{run_name} is already at iteration {state.step}, epoch {state.epoch} ({clock.minutes():.1f} training "
+            f"minutes), the budget of {spent} it was given: nothing to do. To train on, resume with a larger budget, "
+            f"e.g. python train.py --resume auto --run {run_name} {flag}")
 
 
 def write_log_line(state, outputs, clock, bar, world):

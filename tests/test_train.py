@@ -423,3 +423,6 @@ def test_a_run_at_its_budget_says_how_to_extend_it_and_then_continues_exactly(tm
         assert torch.equal(tensor, capped["G"][name]), name
     assert read_metrics(tmp_path / "outputs" / "capped" / "metrics.csv") == \
         read_metrics(tmp_path / "outputs" / "whole" / "metrics.csv")
+    run_script("train.py", *TINY, "--epochs", "1", "--run", "one", cwd=tmp_path)  # 8 iterations: a whole epoch
+    done = run_script("train.py", *TINY, "--resume", "auto", "--run", "one", cwd=tmp_path)
+    assert "the budget of --epochs 1 it was given" in done.stdout and "--run one --epochs 2" in done.stdout
