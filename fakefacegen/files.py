@@ -98,19 +98,8 @@ def check_output(path, flag, force=False, ours=False, suffixes=(), inputs=(), ki
     found = path_kind(path)
     if found == "stream" and kind == "file":
         return path
-    if kind == "file" and found not in ("missing", "file"):
-        raise UserError(f"{flag} {path} is a {found}, not a file: give a file name"
-                        + (f" ending in {suffixes[0]}" if suffixes else ""))
-    if kind == "folder" and found not in ("missing", "folder"):
-        raise UserError(f"{flag} {path} is a {found}, not a folder: give a folder")
-    existing = next((p for p in path.absolute().parents if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UserError(f"{flag} {path}: {existing} is a file, not a folder")
+    check_place(path, flag, found, kind, suffixes)
     refuse_overwriting(path, inputs, flag)
-    dataset = packed_dataset_holding(path if kind == "dataset" else path / "x" if kind == "folder" else path)
-    if dataset is not None:
-        raise UserError(f"{flag} {path} is inside the packed dataset {dataset}: write it elsewhere, a dataset folder "
-                        "holds only what preprocess.py wrote")
     if suffixes and path.suffix.lower() not in suffixes:
         raise UserError(f"{flag} {path}: the name must end in {' or '.join(suffixes)} (the format written), e.g. "
                         f"{path.with_suffix(suffixes[0]).name}")
@@ -123,6 +112,23 @@ def check_output(path, flag, force=False, ours=False, suffixes=(), inputs=(), ki
         raise UserError(f"{flag} {path} already holds {len(taken)} of the files this writes ({taken[0]}, ...): add "
                         "--force to replace them, or give another folder")
     return path
+
+
+def check_place(path, flag, found, kind, suffixes):
+    """check_output's rules on where `path` is: what is there now (`found`) fits `kind`, its parent is a
+    folder, and no packed dataset holds it."""
+    if kind == "file" and found not in ("missing", "file"):
+        raise UserError(f"{flag} {path} is a {found}, not a file: give a file name"
+                        + (f" ending in {suffixes[0]}" if suffixes else ""))
+    if kind == "folder" and found not in ("missing", "folder"):
+        raise UserError(f"{flag} {path} is a {found}, not a folder: give a folder")
+    existing = next((p for p in path.absolute().parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder")
+    dataset = packed_dataset_holding(path if kind == "dataset" else path / "x" if kind == "folder" else path)
+    if dataset is not None:
+        raise UserError(f"{flag} {path} is inside the packed dataset {dataset}: write it elsewhere, a dataset folder "
+                        "holds only what preprocess.py wrote")
 
 
 @contextlib.contextmanager

@@ -17,10 +17,8 @@ class Partition:
     test: list
 
 
-def read_partition(path, source, source_names):
-    """The split `path` gives the photos `source_names` of `source`, every photo in exactly one split; UserError
-    when the file is not such a list, or names photos the source lacks, or misses photos it holds."""
-    path = Path(path)
+def read_split_codes(path):
+    """{photo name: split code} from a partition file, each photo listed once; UserError otherwise."""
     if not path.is_file():
         raise UserError(f"--partition {path} not found: give CelebA's {PARTITION_FILE} (from the CelebA page's "
                         "Eval folder)")
@@ -44,6 +42,14 @@ def read_partition(path, source, source_names):
         split_of[name] = split
     if not split_of:
         raise UserError(f"--partition {path} is empty: give CelebA's {PARTITION_FILE}")
+    return split_of
+
+
+def read_partition(path, source, source_names):
+    """The split `path` gives the photos `source_names` of `source`, every photo in exactly one split; UserError
+    when the file is not such a list, or names photos the source lacks, or misses photos it holds."""
+    path = Path(path)
+    split_of = read_split_codes(path)
     by_name = {}
     for member in source_names:
         name = PurePosixPath(member).name
