@@ -33,6 +33,7 @@ from fakefacegen.metrics.fid import (
 from fakefacegen.metrics.fid_sources import open_source, stats_of_source
 from fakefacegen.metrics.inception import BATCH_SIZE, load_inception
 from fakefacegen.metrics.precision_recall import PR_K, precision_recall
+from fakefacegen.metrics.repeated_faces import REPEAT_QUANTILE, repeated_faces
 from fakefacegen.network import RESOLUTIONS
 from fakefacegen.runs import training_data
 from fakefacegen.settings import FID_N_MAX
@@ -64,7 +65,8 @@ def build_parser():
                    help=f"images per KID subset, below the smaller N for a spread (default {KID_SUBSET_SIZE}, or half "
                    "of N where N is not above it)")
     p.add_argument("--pr", action="store_true",
-                   help=f"also precision (realism) and recall (diversity), k = {PR_K} (Kynkäänniemi et al. 2019)")
+                   help=f"also precision (realism) and recall (diversity), k = {PR_K} (Kynkäänniemi et al. 2019), and "
+                        "repeated faces (the share of fakes with a twin nearer than 99%% of real faces have theirs)")
     return p
 
 
@@ -165,16 +167,21 @@ def kid_of_sides(fake, real, args, device, timings):
     return kid
 
 
-def pr_of_sides(fake, real, device, timings):
-    """Precision and recall of the two sides' features as a report entry, or None when a side is a .npz."""
+def neighbour_measures(fake, real, device, timings):
+    """Precision, recall and repeated faces of the two sides' features as report entries (None each when a side
+    is a .npz)."""
     if fake["features"] is None or real["features"] is None:
-        print("precision/recall n/a: a .npz of statistics has no features (give images or a checkpoint on both "
-              "sides)")
-        return None
+        print("precision/recall and repeated faces n/a: a .npz of statistics has no features (give images or a "
+              "checkpoint on both sides)")
+        return {"precision_recall": None, "repeated_faces": None}
     pr = timed(timings, "precision_recall", precision_recall, real["features"], fake["features"], PR_K, device)
     print(f"precision {pr['precision']:.4f}, recall {pr['recall']:.4f} (k = {pr['k']}; precision: share of fakes "
           "that look real; recall: share of real images the fakes cover)")
-    return pr
+    repeats = timed(timings, "repeated_faces", repeated_faces, real["features"], fake["features"], REPEAT_QUANTILE,
+                    device)
+    print(f"repeated faces {repeats['repeated']:.2%} of {repeats['n']} (fakes nearer to another fake than "
+          f"{1 - repeats['quantile']:.0%} of real faces are to theirs; about {repeats['quantile']:.0%} for the data)")
+    return {"precision_recall": pr, "repeated_faces": repeats}
 
 
 def compare_sides(results, args, device, timings):
@@ -189,7 +196,7 @@ def compare_sides(results, args, device, timings):
 
 
 def report(metrics, device, model, specs, results, timings):
-    """What --json writes: the results (fid, kid, precision_recall with --pr), each side's source, N and
+    """What --json writes: the results (fid, kid; precision_recall, repeated_faces with --pr), each side's source, N and
     resolution, and the timings."""
     sides = {role: {"source": str(specs[role]), "kind": source.kind if source else "stats", "n": stats["n"],
                     "res": stats.get("res"), "cached": stats["cached"]}
@@ -213,7 +220,7 @@ def main(argv=None):
     fid, kid = compare_sides(results, args, device, timings)
     metrics = {"fid": fid, "kid": kid}
     if args.pr:
-        metrics["precision_recall"] = pr_of_sides(results["fake"][1], results["real"][1], device, timings)
+        metrics.update(neighbour_measures(results["fake"][1], results["real"][1], device, timings))
     timings["total"] = time.perf_counter() - started
     if args.json:
         write_json(args.json, report(metrics, device, model, {"fake": fake_spec, "real": real_spec}, results,

@@ -226,14 +226,15 @@ def train_and_measure(plan, held, real, n, inception, device_name):
     budget = ["--max-steps", str(plan["steps"]), "--max-minutes", "0"]
     code = train_one(plan["config"], plan["name"], device_name, budget, plan["flags"])
     cfg, rows = run_config(plan["name"]), read_run(plan["name"])
-    scores = {"fid": None, "kid": None, "precision_recall": None}
+    scores = {"fid": None, "kid": None, "precision_recall": None, "repeated_faces": None}
     if code == 0:
         check_trained_apart(f"run {plan['name']}", cfg.get("data"), held)
         ckpt = checkpoint_dir(plan["name"]) / "latest.pt"
         scores = scores_against(ckpt, real, n, inception, resolve_device(device_name))
         pr = scores["precision_recall"]
         print(f"{plan['name']}: FID {scores['fid']:.2f}, KID {scores['kid']['mean']:.4f}, precision "
-              f"{pr['precision']:.3f}, recall {pr['recall']:.3f} ({n} samples against held-out {held.pset.name})")
+              f"{pr['precision']:.3f}, recall {pr['recall']:.3f}, repeated faces "
+              f"{scores['repeated_faces']['repeated']:.1%} ({n} samples against held-out {held.pset.name})")
     return {**plan, **scores, "code": code, "rows": rows,
             "iterations": int(rows[-1]["step"]) if rows else 0, "images_seen": images_seen(cfg, rows),
             "train_seconds": float(rows[-1]["elapsed_s"]) if rows else 0.0}
@@ -253,21 +254,22 @@ def summary(config, runs):
     done = [r for r in runs if r["fid"] is not None]
     fids, kids = [r["fid"] for r in done], [r["kid"]["mean"] for r in done]
     precisions, recalls = ([r["precision_recall"][key] for r in done] for key in ("precision", "recall"))
+    repeats = [100 * r["repeated_faces"]["repeated"] for r in done]
     failed = [f"seed {r['seed']} {outcome(r['code'])}" for r in runs if r["code"] != 0]
     row = [Path(config).stem, ",".join(str(r["seed"]) for r in runs), max(r["iterations"] for r in runs),
            max(r["images_seen"] for r in runs), f"{np.mean([r['train_seconds'] for r in runs]) / 60:.1f}",
            mean_sd(fids, 2), " / ".join(f"{f:.2f}" for f in fids) + ("; " if fids and failed else "")
-           + "; ".join(failed), mean_sd(kids, 4), mean_sd(precisions, 3), mean_sd(recalls, 3)]
+           + "; ".join(failed), mean_sd(kids, 4), mean_sd(precisions, 3), mean_sd(recalls, 3), mean_sd(repeats, 1)]
     return row, {"config": config, "seeds": [r["seed"] for r in runs],
                  "fid_mean": float(np.mean(fids)) if fids else None,
                  "fid_sd": float(np.std(fids, ddof=1)) if len(fids) > 1 else None, "fids": fids, "kids": kids,
-                 "precisions": precisions, "recalls": recalls}
+                 "precisions": precisions, "recalls": recalls, "repeated_percents": repeats}
 
 
 def write_outputs(out, args, held, split, results):
     """table.md (returned), protocol.json, samples.png and losses.png."""
     header = ["config", "seeds", "iterations", "images seen", "train min / run", f"FID ({args.fid_n} vs held-out)",
-              "FID per seed", "KID", "precision", "recall"]
+              "FID per seed", "KID", "precision", "recall", "repeated %"]
     lines, summaries = [], []
     for config in args.configs:
         row, summed = summary(config, [r for r in results if r["config"] == config])
@@ -280,7 +282,7 @@ def write_outputs(out, args, held, split, results):
         "train": {"data": str(split), "photos": len(held.train_names), "source": str(held.source)},
         "held_out": held.held_out_from, "configs": summaries,
         "runs": [{k: r[k] for k in ("config", "seed", "name", "code", "iterations", "images_seen", "train_seconds",
-                                    "fid", "kid", "precision_recall")} for r in results]})
+                                    "fid", "kid", "precision_recall", "repeated_faces")} for r in results]})
     firsts = {r["config"]: r["name"] for r in reversed(results)}
     sample_sheet([(Path(c).stem, firsts[c]) for c in args.configs], out / "samples.png",
                  columns=min(6, len(args.configs)))

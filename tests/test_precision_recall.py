@@ -86,11 +86,11 @@ def stats_of(features):
 
 def test_evaluate_fid_reports_precision_and_recall(clusters, capsys):
     real, fake = stats_of(clusters.real), stats_of(clusters.draw(500, which=[0, 1]))
-    entry = evaluate_fid.pr_of_sides(fake, real, "cpu", timings := {})
+    entry = evaluate_fid.neighbour_measures(fake, real, "cpu", timings := {})["precision_recall"]
     assert entry["precision"] > 0.95 and entry["recall"] < 0.3 and "precision_recall" in timings
     assert f"precision {entry['precision']:.4f}, recall {entry['recall']:.4f}" in capsys.readouterr().out
-    assert evaluate_fid.pr_of_sides({**fake, "features": None}, real, "cpu", {}) is None
-    assert "precision/recall n/a" in capsys.readouterr().out
+    assert evaluate_fid.neighbour_measures({**fake, "features": None}, real, "cpu", {})["precision_recall"] is None
+    assert "precision/recall and repeated faces n/a" in capsys.readouterr().out
 
 
 def test_pr_with_statistics_files_is_na_in_the_json(tmp_path, capsys):
@@ -98,7 +98,7 @@ def test_pr_with_statistics_files_is_na_in_the_json(tmp_path, capsys):
         np.savez(tmp_path / f"{name}.npz", mu=np.full(2048, shift), sigma=np.eye(2048))
     evaluate_fid.main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--pr", "--device", "cpu",
                        "--json", str(tmp_path / "r.json")])
-    assert "precision/recall n/a" in capsys.readouterr().out
+    assert "precision/recall and repeated faces n/a" in capsys.readouterr().out
     written = json.loads((tmp_path / "r.json").read_text())
     assert written["precision_recall"] is None and written["kid"] is None and written["fid"] > 0
     with pytest.raises(UserError, match="drop --pr"):

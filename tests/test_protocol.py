@@ -177,9 +177,12 @@ def test_a_tiny_protocol_trains_measures_and_writes_its_table(shared, tmp_path):
     assert [r["seed"] for r in report["runs"]] == [0, 1] and all(np.isfinite(r["fid"]) for r in report["runs"])
     for run in report["runs"]:  # 4 samples against 4 held-out faces, k = 3: shares of 4
         assert {run["precision_recall"][key] * 4 for key in ("precision", "recall")} <= {0, 1, 2, 3, 4}
-    for cell, key in zip(cells[8:], ("precision", "recall"), strict=True):  # the mean ± sd over the seeds
+    for cell, key in zip(cells[8:10], ("precision", "recall"), strict=True):  # the mean ± sd over the seeds
         mean = np.mean([r["precision_recall"][key] for r in report["runs"]])
         assert float(cell.split(" ± ")[0]) == pytest.approx(mean, abs=5e-4)
+    repeats = [run["repeated_faces"]["repeated"] for run in report["runs"]]
+    assert {run["repeated_faces"]["n"] for run in report["runs"]} == {4} and {r * 4 for r in repeats} <= {0, 1, 2, 3, 4}
+    assert float(cells[10].split(" ± ")[0]) == pytest.approx(100 * np.mean(repeats), abs=0.05)  # in percent
     assert report["train"]["photos"] == PHOTOS - 2 * HELD and report["fid_n"] == 4
     assert Image.open(tmp_path / "proto" / "samples.png").width > 0
     split = json.loads((tmp_path / "data" / "protocol" / "celeba64-train" / "dataset.json").read_text())

@@ -32,6 +32,7 @@ from fakefacegen.metrics.fid import (
 )
 from fakefacegen.metrics.fid_sources import ImageSource, listing_fingerprint, open_source, stats_of_source
 from fakefacegen.metrics.precision_recall import PR_K, precision_recall
+from fakefacegen.metrics.repeated_faces import repeated_faces
 
 CONTENT_CHECKS = 8  # reference faces per folder compared with the photo they were cut from
 CONTENT_TOLERANCE = 1.0  # mean absolute difference in 0..255: another JPEG decoder, not another photo
@@ -278,8 +279,8 @@ def photo_file(held, photo):
 
 
 def scores_against(ckpt, real, n, inception, device):
-    """FID, KID and precision/recall of n samples (seeds 0..n-1) of a checkpoint's G_eval against `real`, by the
-    functions evaluate_fid.py measures with: {fid, kid, precision_recall}."""
+    """FID, KID, precision/recall and repeated faces of n samples (seeds 0..n-1) of a checkpoint's G_eval against
+    `real`, by the functions evaluate_fid.py measures with: {fid, kid, precision_recall, repeated_faces}."""
     fake, _ = open_source(str(ckpt), n, None, 0, device, checkpoint=True)
     stats = stats_of_source(fake, inception, device, desc="fake features")
     subset_size, why = kid_subset_size(min(len(stats["features"]), len(real["features"])))
@@ -288,4 +289,5 @@ def scores_against(ckpt, real, n, inception, device):
     return {"fid": frechet_distance(stats["mu"], stats["sigma"], real["mu"], real["sigma"]),
             "kid": kernel_inception_distance(stats["features"], real["features"], KID_SUBSETS, subset_size, 0,
                                              device),
-            "precision_recall": precision_recall(real["features"], stats["features"], PR_K, device)}
+            "precision_recall": precision_recall(real["features"], stats["features"], PR_K, device),
+            "repeated_faces": repeated_faces(real["features"], stats["features"], device=device)}
