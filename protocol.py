@@ -8,8 +8,8 @@ measure every final generator against those held-out faces.
         --images 250000 --train-n 10000 --fid-n 10000 --seeds 0     # your own CelebA, its official split
 
 --set celeba64 trains on the 5,800 photos of ../shared/data/celeba_sample that ../shared/fid_reference does not
-hold (packed once, --crop celeba, into data/protocol/celeba64-train/) and measures FID, KID and precision/recall
-(k = 3) of --fid-n samples (4,200) against the 4,200 faces of celeba_a + celeba_b; --set celeba128 trains on the
+hold (packed once, --crop celeba, into data/protocol/celeba64-train/) and measures FID, KID, precision/recall
+(k = 3) and repeated faces of --fid-n samples (4,200) against the 4,200 faces of celeba_a + celeba_b; --set celeba128 trains on the
 same photos at 128 px and measures against the same 4,200 held-out photos cut the same way at 128 px; --set anime64
 trains on anime_sample less anime_a and measures against the 2,100 faces of anime_a. The budget is real images seen
 by D, not minutes (minutes rank machines, not methods): each run stops after ceil(images / (batch_size x d_steps))
