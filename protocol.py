@@ -9,14 +9,15 @@ measure every final generator against those held-out faces.
 
 --set celeba64 trains on the 5,800 photos of ../shared/data/celeba_sample that ../shared/fid_reference does not
 hold (packed once, --crop celeba, into data/protocol/celeba64-train/) and measures FID, KID, precision/recall
-(k = 3) and repeated faces of --fid-n samples (4,200) against the 4,200 faces of celeba_a + celeba_b; --set celeba128 trains on the
-same photos at 128 px and measures against the same 4,200 held-out photos cut the same way at 128 px; --set anime64
-trains on anime_sample less anime_a and measures against the 2,100 faces of anime_a. The budget is real images seen
-by D, not minutes (minutes rank machines, not methods): each run stops after ceil(images / (batch_size x d_steps))
-iterations of its own settings. Each config trains once per seed (runs protocol-<set>-<config>-s<seed>, resumed
-when they exist); the table gives the mean and standard deviation over seeds. Flags after `--` go to every train.py
-run; the data, resolution, seed and budget are the protocol's. A run whose data holds any held-out photo is refused
-(one line, exit status 2), before it trains and again before it is measured.
+(k = 3) and repeated faces of --fid-n samples (4,200) against the 4,200 faces of celeba_a + celeba_b; --set
+celeba128 trains on the same photos at 128 px and measures against the same 4,200 held-out photos cut the same way
+at 128 px; --set anime64 trains on anime_sample less anime_a and measures against the 2,100 faces of anime_a. The
+budget is real images seen by D, not minutes (minutes rank machines, not methods): each run stops after ceil(images
+/ (batch_size x d_steps)) iterations of its own settings. Each config trains once per seed (runs
+protocol-<set>-<config>-s<seed>, resumed when they exist); the table gives the mean and standard deviation over
+seeds. Flags after `--` go to every train.py run; the data, resolution, seed and budget are the protocol's. A run
+whose data holds any held-out photo is refused (one line, exit status 2), before it trains and again before it is
+measured.
 
 --set celeba64-official (the set --celeba picks) and celeba128-official work from your own CelebA: --celeba is
 img_align_celeba.zip (or the folder it unpacks to), --partition its list_eval_partition.txt, the split the field

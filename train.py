@@ -18,10 +18,10 @@ from tqdm import tqdm
 
 from fakefacegen.checkpoint import check_place_in_epoch, load_training_checkpoint, save_checkpoint
 from fakefacegen.cli import UserError, run
-from fakefacegen.collapse import CollapseWatch, data_spread
 from fakefacegen.data.training_data import TrainingData
 from fakefacegen.files import save_png, write_json
 from fakefacegen.grids import grid_image
+from fakefacegen.metrics.collapse import CollapseWatch, data_spread
 from fakefacegen.metrics.fid_sources import FidMeter
 from fakefacegen.reports.report import draw_run_figures, environment
 from fakefacegen.reports.tensorboard_log import TensorBoardLog, summary_writer_class

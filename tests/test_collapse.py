@@ -2,8 +2,8 @@
 import numpy as np
 from conftest import REPO, TINY, run_script
 
-from fakefacegen.collapse import SEPARATED_ITERATIONS, SPREAD_AFTER_IMAGES, CollapseWatch, data_spread, spread
 from fakefacegen.data.dataloader import ToyFaces
+from fakefacegen.metrics.collapse import SEPARATED_ITERATIONS, SPREAD_AFTER_IMAGES, CollapseWatch, data_spread, spread
 
 
 def log_rows(pairs, every=10):

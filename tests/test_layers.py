@@ -9,8 +9,7 @@ from conftest import REPO
 LAYERS = (
     ("presentation", ("fakefacegen.editing", "fakefacegen.reports")),
     ("measurement", ("fakefacegen.metrics",)),
-    ("runs", ("fakefacegen.settings", "fakefacegen.checkpoint", "fakefacegen.export", "fakefacegen.runs",
-              "fakefacegen.collapse")),
+    ("runs", ("fakefacegen.settings", "fakefacegen.checkpoint", "fakefacegen.export", "fakefacegen.runs")),
     ("training", ("fakefacegen.training", "fakefacegen.network", "fakefacegen.sampling")),
     ("data", ("fakefacegen.data",)),
     ("base", ("fakefacegen.cli", "fakefacegen.files", "fakefacegen.grids", "fakefacegen")),
