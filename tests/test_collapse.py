@@ -111,3 +111,14 @@ def test_the_crowding_is_measured_when_a_checkpoint_is_written(tmp_path, monkeyp
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints" / "r").glob("*.pt"))
     assert checkpoints == ["epoch_002.pt", "latest.pt"] and measured == [64, 64]  # epoch 2, then the end
     assert len(list((tmp_path / "outputs" / "r" / "samples").glob("*.png"))) >= 3  # grids at every epoch's end
+
+
+@needs_weights
+def test_the_signs_of_saved_checkpoints_are_the_runs_own(tmp_path):
+    """benchmarks/collapse_signs.py measures a checkpoint's fixed-noise samples as a save would."""
+    run_script("train.py", *TINY, "--epochs", "1", "--run", "r", cwd=tmp_path)
+    result = run_script("benchmarks.collapse_signs", "checkpoints/r/latest.pt", "--device", "cpu", cwd=tmp_path)
+    header, row = result.stdout.splitlines()
+    assert header.split()[:3] == ["checkpoint", "images", "seen"]
+    cells = row.split()
+    assert cells[:2] == ["r/latest.pt", "128"] and cells[2].endswith("%") and cells[3].endswith("x")
