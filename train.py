@@ -21,7 +21,7 @@ from fakefacegen.cli import UserError, run
 from fakefacegen.data.training_data import TrainingData
 from fakefacegen.files import save_png, write_json
 from fakefacegen.grids import grid_image
-from fakefacegen.metrics.collapse import CollapseWatch, data_sample
+from fakefacegen.metrics.collapse import CollapseWatch, data_sample, judged_from
 from fakefacegen.metrics.fid_sources import FidMeter
 from fakefacegen.reports.report import draw_run_figures, environment
 from fakefacegen.reports.tensorboard_log import TensorBoardLog, summary_writer_class
@@ -232,7 +232,8 @@ class Outputs:
         self.fid_meter = FidMeter(fid_real_set(cfg), cfg["res"], cfg["fid_n"], world.device, cfg["seed"]) \
             if cfg["fid_every"] else None
         self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", resume_step) if cfg["tensorboard"] else None
-        self.collapse_watch = CollapseWatch(data_sample(data.dataset, cfg["seed"]), cfg["loss"], world.device)
+        self.collapse_watch = CollapseWatch(data_sample(data.dataset, cfg["seed"]), cfg["loss"], world.device,
+                                            judged_from(cfg))
         self.warnings = {}
         self.figures_drawn = -float("inf")  # when the figures were last drawn (time.monotonic)
 

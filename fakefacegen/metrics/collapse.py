@@ -10,6 +10,8 @@ Three signs, read from what a run has anyway:
 - D wins outright: for many iterations in a row it tells every real image from every fake one, so G's
   gradient carries little (D(x) near 1 and D(G(z)) near 0; hinge: both past the margins).
 """
+import math
+
 import numpy as np
 from tqdm import tqdm
 
@@ -29,6 +31,10 @@ SPREAD_AFTER_IMAGES = 50_000
 # DCGAN at 128 px, one face under colour blotches, 0.43-0.76x (docs/training.md has the table). The median, not
 # the share of repeats: with 64 images a side, a share rests on the one or two nearest real pairs.
 CROWDED_RATIO = 0.8
+# The samples are G_eval's, an EMA of G when there is one: while the EMA still holds more than 5% of G's first
+# weights it draws their blur (diffaug.toml's fixed decay of 0.999 holds 67% of them after 400 iterations), so
+# they are judged only once it holds less.
+EMA_START_SHARE = 0.05
 SEPARATED_ITERATIONS = 500  # D winning outright for this many iterations in a row is no passing phase
 SEPARATED = {"bce": (0.95, 0.05), "hinge": (1.0, -1.0)}  # D(x) above, D(G(z)) below (wgan scores: no scale)
 ADVICE = ("try --diffaug color,translation,cutout --ada-target 0.6, --mbstd 4, --r1 1 or a lower --lr-d, or "
@@ -53,6 +59,16 @@ def data_sample(dataset, seed):
     return np.asarray(images)
 
 
+def judged_from(cfg):
+    """The images seen from which a run's samples are judged: SPREAD_AFTER_IMAGES, or later while the EMA of G
+    still holds EMA_START_SHARE of its first weights (a fixed --ema decay d: log(share) / log(d) iterations;
+    --ema-kimg: log2(1 / share) half-lives, which its ramp-up only shortens)."""
+    images_per_iteration = cfg["batch_size"] * cfg["d_steps"]
+    if cfg["ema"]:
+        return max(SPREAD_AFTER_IMAGES, math.log(EMA_START_SHARE) / math.log(cfg["ema"]) * images_per_iteration)
+    return max(SPREAD_AFTER_IMAGES, math.log2(1 / EMA_START_SHARE) * cfg["ema_kimg"] * 1000)
+
+
 def separated_streak(rows, loss):
     """How many iterations, up to the last log line of metrics.csv's `rows`, D has told real from fake apart
     outright (0 when the last line does not)."""
@@ -71,8 +87,9 @@ class CollapseWatch:
     """Checks a run at each save: the samples' spread against the data's, their repeats when a checkpoint is
     written, and D's outputs in metrics.csv."""
 
-    def __init__(self, real_images, loss, device):
+    def __init__(self, real_images, loss, device, judged_from_images=SPREAD_AFTER_IMAGES):
         self.real_images, self.data_spread, self.loss, self.device = real_images, spread(real_images), loss, device
+        self.judged_from = judged_from_images
         self.inception = self.real_features = None  # loaded at the first measurement
         self.repeats_off = False  # the Inception weights are not installed
         self.repeats = None  # repeated_faces() of the last measurement, None before one
@@ -101,7 +118,7 @@ class CollapseWatch:
         metrics.csv's, images_seen the real images D has seen so far; `measure_repeats` when a checkpoint is
         written (the last measurement stands otherwise)."""
         found = {}
-        if images_seen >= SPREAD_AFTER_IMAGES:
+        if images_seen >= self.judged_from:
             if measure_repeats:
                 self.measure_repeats(samples)
             ratio = spread(samples) / max(self.data_spread, 1e-8)
