@@ -15,7 +15,8 @@ from PIL import Image
 
 import train
 from fakefacegen.network import Discriminator, Generator, init_dcgan
-from fakefacegen.reports.comparison import exit_if_failed, outcome
+from fakefacegen.reports import comparison
+from fakefacegen.reports.comparison import Terminated, exit_if_failed, outcome
 from fakefacegen.settings import DEFAULTS
 from fakefacegen.training import diffaug, losses
 from fakefacegen.training.iteration import train_iteration, update_ema
@@ -187,3 +188,32 @@ def test_a_run_stopped_by_a_signal_is_reported_as_stopped_not_failed(capsys):
 def child_pids(pid):
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.parametrize("stop, sent", [(KeyboardInterrupt, signal.SIGTERM), (Terminated, signal.SIGINT)],
+                         ids=["Ctrl-C", "SIGTERM"])
+def test_a_stopped_parent_stops_its_child_with_the_other_signal(monkeypatch, stop, sent):
+    """A terminal's Ctrl-C reaches the child as well as compare.py or protocol.py, and pkill's or systemd's
+    SIGTERM does too; train.py takes a second signal of another kind as the same request and finishes its save,
+    but the same one twice as 'stop now', which would cut a save of latest.pt short."""
+    class Child:
+        def __init__(self, *args, **kwargs):
+            self.signals, self.waits = [], 0
+
+        def wait(self):
+            self.waits += 1
+            if self.waits == 1:
+                raise stop
+            return 130
+
+        def send_signal(self, signum):
+            self.signals.append(signum)
+
+        def poll(self):
+            return 130 if self.signals else None
+
+    children = []
+    monkeypatch.setattr(comparison.subprocess, "Popen", lambda *a, **k: children.append(Child()) or children[-1])
+    with pytest.raises(stop):
+        comparison.train_one("demo.toml", "run", "cpu", [])
+    assert children[0].signals == [sent] and children[0].waits == 2

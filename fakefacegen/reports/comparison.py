@@ -91,15 +91,26 @@ def train_one(config, name, device, budget, extra=()):
     child = subprocess.Popen(cmd, preexec_fn=die_with_parent if sys.platform == "linux" else None)
     try:
         return child.wait()
+    except KeyboardInterrupt as stop:
+        # The child is stopped with the other signal than the one that reached us: a terminal's Ctrl-C reaches it
+        # too, as pkill's or systemd's SIGTERM does, and it takes another signal as the same request and finishes
+        # its save, where the same signal twice would stop it at once.
+        child.send_signal(signal.SIGINT if isinstance(stop, Terminated) else signal.SIGTERM)
+        child.wait()
+        raise
     finally:
         if child.poll() is None:
             child.terminate()
             child.wait()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C."""
+
+
 def stop_on_sigterm(signum, frame):
     """SIGTERM like Ctrl-C: unwind, so that train_one stops its child before the parent exits."""
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def outcome(code):
