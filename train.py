@@ -232,8 +232,7 @@ class Outputs:
         self.fid_meter = FidMeter(fid_real_set(cfg), cfg["res"], cfg["fid_n"], world.device, cfg["seed"]) \
             if cfg["fid_every"] else None
         self.tensorboard = TensorBoardLog(self.out_dir / "tensorboard", resume_step) if cfg["tensorboard"] else None
-        self.collapse_watch = CollapseWatch(data_sample(data.dataset, cfg["seed"]), cfg["loss"], world.device,
-                                            judged_from(cfg))
+        self.collapse_watch = CollapseWatch(data_sample(data.dataset, cfg["seed"]), cfg["loss"], judged_from(cfg))
         self.warnings = {}
         self.figures_drawn = -float("inf")  # when the figures were last drawn (time.monotonic)
 
@@ -268,7 +267,7 @@ def save(state, outputs, epoch_done, write_latest):
     if names:
         save_checkpoint([outputs.ckpt_dir / name for name in names], state.state_dict(G_eval))
     samples = render(G_eval, state.fixed_noise, state.device)
-    watch_collapse(state, outputs, samples, measure_repeats=bool(names))
+    watch_collapse(state, outputs, samples)
     grid = grid_image(samples)
     save_png(grid, outputs.out_dir / "samples" / grid_name)
     if outputs.tensorboard:
@@ -277,12 +276,10 @@ def save(state, outputs, epoch_done, write_latest):
     outputs.figures_drawn = time.monotonic()
 
 
-def watch_collapse(state, outputs, samples, measure_repeats):
-    """collapse.py's checks of this save's samples and the log so far (the samples' repeats measured again when
-    a checkpoint is written); a warning is printed when it appears."""
+def watch_collapse(state, outputs, samples):
+    """collapse.py's checks of this save's samples and the log so far; a warning is printed when it appears."""
     cfg = state.cfg
-    found = outputs.collapse_watch.warnings(samples, outputs.log.rows, state.step * cfg["batch_size"] * cfg["d_steps"],
-                                            measure_repeats)
+    found = outputs.collapse_watch.warnings(samples, outputs.log.rows, state.step * cfg["batch_size"] * cfg["d_steps"])
     for kind, text in found.items():
         if kind not in outputs.warnings:
             tqdm.write(f"warning: {kind}: {text}")

@@ -3,20 +3,17 @@
 Three signs, read from what a run has anyway:
 - the samples stopped varying: the 64 fixed-noise samples of a save differ from one another far less than
   64 training images do (mode collapse into one blur, whatever the noise);
-- the samples crowd together: on Inception features each of the 64 lies far nearer to its nearest other sample
-  than training faces lie to theirs (metrics/repeated_faces.py, the median of the distances): a few faces drawn
-  again and again under changing colours, which the pixel spread misses. Inception costs seconds on a CPU, so
-  this is measured when a checkpoint is written, and its verdict stands until the next one;
+- the samples crowd together: as grey thumbnails of 16x16 cells, each scaled to zero mean and unit variance
+  (colour, brightness and contrast taken out), the 64 lie far nearer to their nearest other sample than training
+  faces lie to theirs (the median distance; metrics/repeated_faces.py): a few faces drawn again and again under
+  changing colours, which the pixel spread misses;
 - D wins outright: for many iterations in a row it tells every real image from every fake one, so G's
   gradient carries little (D(x) near 1 and D(G(z)) near 0; hinge: both past the margins).
 """
 import math
 
 import numpy as np
-from tqdm import tqdm
 
-from fakefacegen.cli import UserError
-from fakefacegen.metrics.inception import WEIGHTS_HELP, features_of_images, load_inception
 from fakefacegen.metrics.repeated_faces import repeated_faces
 from fakefacegen.runs import loss_rows
 
@@ -26,11 +23,13 @@ SPREAD_IMAGES = 64  # real images the data's spread is measured on, as many as t
 # A new G draws nearly the same blur for every noise: a healthy toy-face run's samples vary 9% as much as the data
 # after 6k images, 25% after 19k, 44% after 25k, 67% after 50k. Their spread is judged from 50k images on.
 SPREAD_AFTER_IMAGES = 50_000
-# From the same point on, samples whose median distance to their nearest other sample is under 0.8x the training
-# faces' have collapsed: healthy runs measured 0.94-1.21x (64 px CelebA from 29k images on, toy faces), the seeds'
-# DCGAN at 128 px, one face under colour blotches, 0.43-0.76x (docs/training.md has the table). The median, not
-# the share of repeats: with 64 images a side, a share rests on the one or two nearest real pairs.
-CROWDED_RATIO = 0.8
+# From the same point on, samples whose thumbnails' median distance to their nearest other thumbnail is under 0.75x
+# the training images' have collapsed: healthy runs measured 0.88-1.05x (64 px CelebA from 29k images on, toy
+# faces), the seeds' DCGAN at 128 px, one face under colour blotches, 0.56-0.62x from 29k to 52k images, where
+# Inception's features measured 0.70-0.86x (docs/training.md has the table). The median, not the share of twins:
+# with 64 images a side, a share rests on the one or two nearest real pairs.
+THUMBNAIL_CELLS = 16
+CROWDED_RATIO = 0.75
 # The samples are G_eval's, an EMA of G when there is one: while the EMA still holds more than 5% of G's first
 # weights it draws their blur (diffaug.toml's fixed decay of 0.999 holds 67% of them after 400 iterations), so
 # they are judged only once it holds less.
@@ -39,6 +38,16 @@ SEPARATED_ITERATIONS = 500  # D winning outright for this many iterations in a r
 SEPARATED = {"bce": (0.95, 0.05), "hinge": (1.0, -1.0)}  # D(x) above, D(G(z)) below (wgan scores: no scale)
 ADVICE = ("try --diffaug color,translation,cutout --ada-target 0.6, --mbstd 4, --r1 1 or a lower --lr-d, or "
           "resume from an earlier checkpoints/<run>/epoch_NNN.pt")
+
+
+def thumbnails(images):
+    """uint8 images (N, H, W, 3) as (N, 256) grey 16x16 cell means, each scaled to zero mean and unit variance."""
+    n, h, w, _ = images.shape
+    size = THUMBNAIL_CELLS
+    grey = images[:, :h // size * size, :w // size * size].astype(np.float64).mean(axis=3)
+    cells = grey.reshape(n, size, h // size, size, w // size).mean(axis=(2, 4)).reshape(n, -1)
+    cells -= cells.mean(axis=1, keepdims=True)
+    return cells / np.maximum(cells.std(axis=1, keepdims=True), 1e-6)
 
 
 def spread(images):
@@ -84,53 +93,33 @@ def separated_streak(rows, loss):
 
 
 class CollapseWatch:
-    """Checks a run at each save: the samples' spread against the data's, their repeats when a checkpoint is
-    written, and D's outputs in metrics.csv."""
+    """Checks a run at each save: the samples' spread and crowding against the data's, and D's outputs in
+    metrics.csv."""
 
-    def __init__(self, real_images, loss, device, judged_from_images=SPREAD_AFTER_IMAGES):
-        self.real_images, self.data_spread, self.loss, self.device = real_images, spread(real_images), loss, device
+    def __init__(self, real_images, loss, judged_from_images=SPREAD_AFTER_IMAGES):
+        self.data_spread, self.data_thumbnails, self.loss = spread(real_images), thumbnails(real_images), loss
         self.judged_from = judged_from_images
-        self.inception = self.real_features = None  # loaded at the first measurement
-        self.repeats_off = False  # the Inception weights are not installed
-        self.repeats = None  # repeated_faces() of the last measurement, None before one
 
-    def features(self, images):
-        return features_of_images(self.inception, [images], self.device, progress=False)
+    def crowding(self, samples):
+        """repeated_faces() of the samples' thumbnails against the training images': nearest_ratio is how near
+        to one another they lie, 1 for samples as varied as the data."""
+        return repeated_faces(self.data_thumbnails, thumbnails(samples))
 
-    def measure_repeats(self, samples):
-        """repeated_faces() of `samples` against the training images (kept for the saves until the next
-        measurement); None, and a note once, when the Inception weights are not installed."""
-        if self.repeats_off:
-            return None
-        if self.inception is None:
-            try:
-                self.inception = load_inception(self.device)
-            except UserError:
-                tqdm.write(f"note: the repeated-face check is off, the Inception weights are missing: {WEIGHTS_HELP}")
-                self.repeats_off = True
-                return None
-            self.real_features = self.features(self.real_images)
-        self.repeats = repeated_faces(self.real_features, self.features(samples))
-        return self.repeats
-
-    def warnings(self, samples, rows, images_seen, measure_repeats=False):
+    def warnings(self, samples, rows, images_seen):
         """What is wrong now, {kind: what to say} ({} when nothing is): samples as uint8 (N, H, W, 3), rows
-        metrics.csv's, images_seen the real images D has seen so far; `measure_repeats` when a checkpoint is
-        written (the last measurement stands otherwise)."""
+        metrics.csv's, images_seen the real images D has seen so far."""
         found = {}
         if images_seen >= self.judged_from:
-            if measure_repeats:
-                self.measure_repeats(samples)
-            ratio = spread(samples) / max(self.data_spread, 1e-8)
+            ratio, crowding = spread(samples) / max(self.data_spread, 1e-8), self.crowding(samples)
             if ratio < SPREAD_FLOOR:
                 found["mode collapse"] = (f"the fixed-noise samples vary {ratio:.0%} as much as the training images "
                                           f"(below {SPREAD_FLOOR:.0%}): G draws the same blur whatever the noise; "
                                           f"{ADVICE}")
-            elif self.repeats is not None and self.repeats["nearest_ratio"] < CROWDED_RATIO:
-                found["mode collapse"] = (f"the fixed-noise samples lie {self.repeats['nearest_ratio']:.2f}x as near "
-                                          f"to one another as training faces do (below {CROWDED_RATIO}x, on Inception "
-                                          f"features; {self.repeats['repeated']:.0%} have a near twin): G draws a "
-                                          f"few faces again and again, under changing colours; {ADVICE}")
+            elif crowding["nearest_ratio"] < CROWDED_RATIO:
+                found["mode collapse"] = (f"colour aside, the fixed-noise samples lie {crowding['nearest_ratio']:.2f}x "
+                                          f"as near to one another as training images do (below {CROWDED_RATIO}x; "
+                                          f"{crowding['repeated']:.0%} have a near twin): G draws a few faces again "
+                                          f"and again, under changing colours; {ADVICE}")
         streak = separated_streak(rows, self.loss)
         if streak >= SEPARATED_ITERATIONS:
             real_above, fake_below = SEPARATED[self.loss]
