@@ -25,7 +25,7 @@ SPREAD_IMAGES = 64  # real images the data's spread is measured on, as many as t
 SPREAD_AFTER_IMAGES = 50_000
 # From the same point on, samples whose thumbnails' median distance to their nearest other thumbnail is under 0.75x
 # the training images' have collapsed: healthy runs measured 0.88-1.05x (64 px CelebA from 29k images on, toy
-# faces), the seeds' DCGAN at 128 px, one face under colour blotches, 0.56-0.62x from 29k to 52k images, where
+# faces), the seeds' DCGAN at 128 px, one face under colour blotches, 0.56-0.65x from 29k to 52k images, where
 # Inception's features measured 0.70-0.86x (docs/training.md has the table). The median, not the share of twins:
 # with 64 images a side, a share rests on the one or two nearest real pairs.
 THUMBNAIL_CELLS = 16
