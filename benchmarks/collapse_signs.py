@@ -18,7 +18,7 @@ import fakefacegen  # noqa: F401  (first: an older Python stops there with one l
 from pathlib import Path
 
 from fakefacegen.checkpoint import generator_from_state, load_checkpoint
-from fakefacegen.cli import ArgumentParser, resolve_device, run
+from fakefacegen.cli import ArgumentParser, UserError, resolve_device, run
 from fakefacegen.data.dataloader import open_dataset
 from fakefacegen.metrics.collapse import CollapseWatch, data_sample, spread
 from fakefacegen.metrics.inception import features_of_images, load_inception
@@ -39,6 +39,8 @@ def signs(path, watches, data, device, inception):
     """One line of the table for one checkpoint; `watches` keeps one CollapseWatch (and the Inception features)
     per dataset."""
     ckpt = load_checkpoint(path, device)
+    if "fixed_noise" not in ckpt:
+        raise UserError(f"{path} is an exported generator: give a training checkpoint (checkpoints/<run>/*.pt)")
     cfg = ckpt["config"]
     key = (data or cfg["data"], cfg["res"])
     if key not in watches:
@@ -58,6 +60,9 @@ def signs(path, watches, data, device, inception):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    missing = [path for path in args.checkpoints if not Path(path).is_file()]
+    if missing:
+        raise UserError(f"checkpoint {missing[0]} not found: pass files from checkpoints/<run>/")
     device, watches = resolve_device(args.device), {}
     inception = load_inception(device) if args.inception else None
     extra = f" {'Inception':>9} {'twins':>7}" if inception else ""

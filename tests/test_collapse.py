@@ -95,6 +95,10 @@ def test_the_signs_of_saved_checkpoints_are_the_runs_own(tmp_path):
     assert header.split()[:3] == ["checkpoint", "images", "seen"]
     cells = row.split()
     assert cells[:2] == ["r/latest.pt", "128"] and cells[2].endswith("%") and cells[3].endswith("x")
+    run_script("generate.py", "--ckpt", "checkpoints/r/latest.pt", "--export", "g.safetensors", cwd=tmp_path)
+    for bad, says in (("nothere.pt", "checkpoint nothere.pt not found"), ("g.safetensors", "an exported generator")):
+        failed = run_script("benchmarks.collapse_signs", bad, "--device", "cpu", cwd=tmp_path, check=False)
+        assert failed.returncode == 2 and says in failed.stderr and "Traceback" not in failed.stderr
 
 
 def test_samples_are_judged_once_the_ema_has_forgotten_its_start():
