@@ -7,7 +7,7 @@ its training data, measured as metrics/collapse.py measures them at every save.
 
 For each checkpoint: the images D had seen, the samples' pixel spread against the data's (a collapse below 25%),
 their crowding (colour aside, their median distance to the nearest other sample over the training images'; a
-collapse below 0.75x), the share of samples with a near twin, and the warning these signs give (train.py gives it
+collapse below 0.72x), the share of samples with a near twin, and the warning these signs give (train.py gives it
 from 50,000 images on: a new G draws one blur). --inception adds the crowding and twins of the same images on
 Inception features, which the check was measured against. docs/training.md's table of healthy and collapsed runs
 was made with it.
