@@ -67,8 +67,8 @@ def build_parser():
     p.add_argument("--epochs", type=integer(1, 1000), default=25, help="the timed run's epochs (default 25)")
     p.add_argument("--bench-res", type=int, nargs="+", choices=RESOLUTIONS, default=[64, 128],
                    help="bench sweep resolutions (default 64 128)")
-    p.add_argument("--bench-batch", type=BATCH_SIZE, nargs="+", default=[128],
-                   help="bench sweep batch sizes (default 128)")
+    p.add_argument("--bench-batch", type=BATCH_SIZE, nargs="+", default=[16, 128],
+                   help="bench sweep batch sizes (default 16 128: configs/celeba64.toml's and the target's)")
     p.add_argument("--width", type=WIDTH, default=64, help="bench: ngf = ndf (default 64)")
     p.add_argument("--device", default="auto", help="auto | cuda | cuda:N | cpu (cpu: run every part there)")
     p.add_argument("--skip-tests", action="store_true", help="leave out part 1")

@@ -27,7 +27,7 @@ SPREAD_AFTER_IMAGES = 50_000
 # the training images' have collapsed. Healthy runs measured 0.88-1.05x on 64 px CelebA (from 29k images on) and
 # the toy faces, but 0.75-0.84x on anime faces (varied faces: G's smooth hair lies nearer to its fellows than drawn
 # hair does). Collapsed: the seeds' DCGAN at 128 px, one face under colour blotches, 0.56-0.65x from 29k to 52k
-# images (Inception's features: 0.70-0.86x); batch 16 on anime faces, one face in many hair colours from 215k
+# images (Inception's features: 0.70-0.86x); batch 16 on anime faces, one face in many hair colours from 221k
 # images on, 0.59-0.70x (docs/training.md has the table). The median, not the share of twins: with 64 images a
 # side, a share rests on the one or two nearest real pairs.
 THUMBNAIL_CELLS = 16
